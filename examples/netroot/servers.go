@@ -1,0 +1,342 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/netroot/netroot/aoe"
+	"github.com/netroot/netroot/backend"
+	"github.com/netroot/netroot/nbd"
+	"github.com/netroot/netroot/tftp"
+)
+
+// runTFTP is a drop-in for tftpd-hpa: serve a directory read-only (uploads optional).
+func runTFTP(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "tftp", "-root DIR [-addr :69] [flags]")
+	root := fs.String("root", "/srv/tftp", "directory to serve (tftpd-hpa's default on Debian)")
+	addr := fs.String("addr", ":69", "UDP listen address (port 69 needs root or CAP_NET_BIND_SERVICE)")
+	maxBlk := fs.Int("max-blksize", 0, "largest blksize to negotiate (default: the package's maximum, capped by the path MTU)")
+	remap := fs.String("remap", "", "rewrite requested names: fold (lower case), slash (backslash to slash), or both as fold,slash")
+	uploadDir := fs.String("upload-dir", "", "accept uploads (write requests) into this directory; off when empty")
+	uploadMax := fs.Int64("upload-max", 64<<20, "largest upload accepted, in bytes")
+	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "how long running transfers may finish after SIGINT/SIGTERM")
+	metrics := fs.String("metrics-addr", "", "serve Prometheus metrics on this address")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fi, err := os.Stat(*root); err != nil || !fi.IsDir() {
+		return fmt.Errorf("-root %q: not a directory", *root)
+	}
+	rm, err := remapFunc(*remap)
+	if err != nil {
+		return err
+	}
+	srv := &tftp.Server{
+		Handler:      tftp.NewFileServer(*root, &tftp.FileServerConfig{Remap: rm}),
+		Logger:       e.protoLog("tftp"),
+		MaxBlockSize: *maxBlk,
+		OnTransferDone: func(ti tftp.TransferInfo) {
+			if ti.Err != nil {
+				e.log.Warn("tftp transfer failed", "client", ti.Remote, "file", ti.Filename, "err", ti.Err)
+				return
+			}
+			e.log.Info("transfer done", "client", ti.Remote, "file", ti.Filename, "bytes", ti.Bytes, "took", ti.Duration.Round(time.Millisecond))
+		},
+	}
+	if *uploadDir != "" {
+		srv.WriteHandler = tftp.UploadServer(*uploadDir, &tftp.UploadConfig{MaxSize: *uploadMax, Remap: rm})
+	}
+	pc := socketActivation(e).packetConn("tftp")
+	if pc == nil {
+		if pc, err = net.ListenPacket("udp", *addr); err != nil {
+			return privilegeHint("-addr "+*addr, err, "CAP_NET_BIND_SERVICE")
+		}
+	}
+	e.log.Info("tftp listening", "addr", pc.LocalAddr().String(), "root", *root)
+	if *metrics != "" {
+		if err := serveMetrics(ctx, e, *metrics, map[string]func() any{"tftp": func() any { return srv.Stats() }}); err != nil {
+			return err
+		}
+	}
+	g := &group{}
+	g.add("tftp", func() error { return srv.Serve(pc) }, srv.Shutdown, srv.Close, tftp.ErrServerClosed)
+	notifyReady(e)
+	return g.wait(ctx, e, *shutdown)
+}
+
+func remapFunc(spec string) (func(string) string, error) {
+	var fns []func(string) string
+	for _, r := range strings.Split(spec, ",") {
+		switch strings.TrimSpace(r) {
+		case "":
+		case "fold":
+			fns = append(fns, tftp.FoldCase)
+		case "slash":
+			fns = append(fns, tftp.SlashPath)
+		default:
+			return nil, usageError{fmt.Errorf("-remap %q: unknown rule %q (want fold, slash)", spec, r)}
+		}
+	}
+	if len(fns) == 0 {
+		return nil, nil
+	}
+	return func(name string) string {
+		for _, f := range fns {
+			name = f(name)
+		}
+		return name
+	}, nil
+}
+
+// runNBD is a drop-in for nbd-server: exports from its config file or from -export flags.
+func runNBD(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "nbd", "(-config FILE | -export NAME=IMAGE ...) [flags]")
+	config := fs.String("config", "", "nbd-server configuration file, such as /etc/nbd-server/config")
+	var exports stringList
+	fs.Var(&exports, "export", "export IMAGE as NAME (repeatable): NAME=IMAGE")
+	addr := fs.String("addr", "", "TCP listen address (default :10809, or the config file's port and listenaddr)")
+	writable := fs.Bool("rw", false, "with -export: let clients write to the images")
+	cow := fs.Bool("copy-on-write", false, "with -export: give each connection a private overlay; images are never modified")
+	mmap := fs.Bool("mmap", false, "read images through a memory mapping instead of pread")
+	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "how long in-flight requests may finish after SIGINT/SIGTERM")
+	metrics := fs.String("metrics-addr", "", "serve Prometheus metrics on this address")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if (*config == "") == (len(exports) == 0) {
+		return usageError{errors.New("give either -config FILE or at least one -export NAME=IMAGE")}
+	}
+	srv := &nbd.Server{
+		Logger: e.protoLog("nbd"),
+		OnAttach: func(x *nbd.Export, remote net.Addr) {
+			e.log.Info("nbd client attached", "client", remote.String(), "export", x.Name)
+		},
+	}
+	var devices []backend.Device
+	defer func() {
+		for _, d := range devices {
+			closeQuietly(d)
+		}
+	}()
+	listenAddrs := []string{":10809"}
+	set := &nbd.ExportSet{}
+	if *config != "" {
+		cf, err := nbd.ReadConfigFile(*config)
+		if err != nil {
+			return err
+		}
+		for _, w := range cf.Warnings {
+			e.log.Warn("nbd config: ignored", "what", w.String())
+		}
+		if cf.Generic.ForceTLS {
+			srv.TLSMode = nbd.TLSRequired
+		}
+		srv.DisableList = !cf.Generic.AllowList
+		if cf.Generic.CertFile != "" || cf.Generic.KeyFile != "" {
+			if srv.TLSConfig, err = loadTLS(cf.Generic.CertFile, cf.Generic.KeyFile, cf.Generic.CACertFile); err != nil {
+				return err
+			}
+			if srv.TLSMode == nbd.TLSDefault {
+				srv.TLSMode = nbd.TLSOptional
+			}
+		}
+		listenAddrs = cf.Generic.Addrs()
+		for _, x := range cf.Exports {
+			var dev backend.Device
+			if *mmap {
+				dev, err = backend.OpenMmap(x.Path, &backend.MmapOptions{ReadOnly: x.ReadOnly || x.CopyOnWrite, Length: x.Size})
+			} else {
+				dev, err = backend.OpenFile(x.Path, &backend.FileOptions{ReadOnly: x.ReadOnly || x.CopyOnWrite, Sync: x.Sync, Length: x.Size})
+			}
+			if err != nil {
+				return fmt.Errorf("%s:%d: export %q: %w", x.File, x.Line, x.Name, err)
+			}
+			devices = append(devices, dev)
+			ex := &nbd.Export{Name: x.Name, Device: dev, Writable: !x.ReadOnly, MaxConnections: x.MaxConnections}
+			if x.CopyOnWrite {
+				ex.CopyOnWrite = nbd.CopyOnWritePerConnection
+			}
+			if x.ForceTLS {
+				ex.TLS = nbd.TLSRequired
+			}
+			if x.AuthFile != "" {
+				if ex.Allow, err = nbd.ReadAuthFile(x.AuthFile); err != nil {
+					return err
+				}
+			}
+			if err := set.Add(ex); err != nil {
+				return err
+			}
+		}
+	} else {
+		for _, spec := range exports {
+			name, img, ok := strings.Cut(spec, "=")
+			if !ok || img == "" {
+				return usageError{fmt.Errorf("-export %q: want NAME=IMAGE", spec)}
+			}
+			dev, err := openDevice(img, !*writable || *cow, *mmap)
+			if err != nil {
+				return fmt.Errorf("-export %q: %w", spec, err)
+			}
+			devices = append(devices, dev)
+			ex := &nbd.Export{Name: name, Device: dev, Writable: *writable}
+			if *cow {
+				ex.CopyOnWrite = nbd.CopyOnWritePerConnection
+			}
+			if err := set.Add(ex); err != nil {
+				return err
+			}
+		}
+	}
+	srv.Exports = set
+	if *addr != "" {
+		listenAddrs = []string{*addr}
+	}
+	g := &group{}
+	act := socketActivation(e)
+	if ln := act.listener("nbd"); ln != nil {
+		g.add("nbd", func() error { return srv.Serve(ln) }, srv.Shutdown, srv.Close, nbd.ErrServerClosed)
+	} else {
+		for _, a := range listenAddrs {
+			ln, err := net.Listen("tcp", a)
+			if err != nil {
+				g.closeAll()
+				return privilegeHint("listen "+a, err, "CAP_NET_BIND_SERVICE")
+			}
+			e.log.Info("nbd listening", "addr", ln.Addr().String())
+			// One Server serves every listener; shutting it down once stops them all.
+			first := len(g.servers) == 0
+			shut, cl := srv.Shutdown, srv.Close
+			if !first {
+				shut, cl = func(context.Context) error { return nil }, func() error { return nil }
+			}
+			g.add("nbd "+a, func() error { return srv.Serve(ln) }, shut, cl, nbd.ErrServerClosed)
+		}
+	}
+	if *metrics != "" {
+		if err := serveMetrics(ctx, e, *metrics, map[string]func() any{"nbd": func() any { return srv.Stats() }}); err != nil {
+			g.closeAll()
+			return err
+		}
+	}
+	notifyReady(e)
+	return g.wait(ctx, e, *shutdown)
+}
+
+func openDevice(p string, readOnly, mmap bool) (backend.Device, error) {
+	if mmap {
+		return backend.OpenMmap(p, &backend.MmapOptions{ReadOnly: readOnly})
+	}
+	return backend.OpenFile(p, &backend.FileOptions{ReadOnly: readOnly})
+}
+
+func loadTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
+	if certFile == "" {
+		certFile = keyFile
+	}
+	if keyFile == "" {
+		keyFile = certFile
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("TLS certificate %q, key %q: %w", certFile, keyFile, err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("TLS CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("TLS CA %q: no PEM certificates", caFile)
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// runAoE is a drop-in for vblade: netroot aoe [-r -d -s -o N -l N -m MACS] SHELF SLOT IFACE FILE.
+func runAoE(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "aoe", "[-r] [-d] [-s] [-o SECTORS] [-l SECTORS] [-m MAC[,MAC...]] SHELF SLOT IFACE FILE")
+	ro := fs.Bool("r", false, "export read-only")
+	direct := fs.Bool("d", false, "open FILE with O_DIRECT")
+	syncw := fs.Bool("s", false, "open FILE with O_SYNC (writes are durable when acknowledged)")
+	off := fs.Int64("o", 0, "offset into FILE, in 512-byte sectors")
+	length := fs.Int64("l", 0, "length of the export, in 512-byte sectors (default: to the end of FILE)")
+	macs := fs.String("m", "", "answer only these initiators: comma-separated MAC addresses")
+	announce := fs.Duration("announce", aoe.DefaultAnnounceInterval, "how often to broadcast the target's config (vblade: only at start)")
+	shutdown := fs.Duration("shutdown-timeout", 10*time.Second, "how long in-flight commands may finish after SIGINT/SIGTERM")
+	metrics := fs.String("metrics-addr", "", "serve Prometheus metrics on this address")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 4 {
+		fs.Usage()
+		return usageError{fmt.Errorf("want SHELF SLOT IFACE FILE, got %d arguments", fs.NArg())}
+	}
+	a := fs.Args()
+	shelf, err := strconv.ParseUint(a[0], 0, 16)
+	if err != nil || shelf >= uint64(aoe.BroadcastShelf) {
+		return usageError{fmt.Errorf("SHELF %q: want 0 to %d", a[0], aoe.BroadcastShelf-1)}
+	}
+	slot, err := strconv.ParseUint(a[1], 0, 8)
+	if err != nil || slot >= 0xff {
+		return usageError{fmt.Errorf("SLOT %q: want 0 to 254", a[1])}
+	}
+	if _, err := net.InterfaceByName(a[2]); err != nil {
+		return fmt.Errorf("IFACE %q: no such network interface (%v)", a[2], err)
+	}
+	if *off < 0 || *length < 0 {
+		return usageError{fmt.Errorf("-o %d -l %d: sector counts cannot be negative", *off, *length)}
+	}
+	var mask []net.HardwareAddr
+	for _, m := range strings.Split(*macs, ",") {
+		if m = strings.TrimSpace(m); m == "" {
+			continue
+		}
+		hw, err := net.ParseMAC(m)
+		if err != nil {
+			return usageError{fmt.Errorf("-m %q: %w", m, err)}
+		}
+		mask = append(mask, hw)
+	}
+	dev, err := backend.OpenFile(a[3], &backend.FileOptions{
+		ReadOnly: *ro, Direct: *direct, Sync: *syncw, Offset: *off * 512, Length: *length * 512,
+	})
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	conn, err := aoe.Listen(a[2])
+	if err != nil {
+		return privilegeHint("IFACE "+a[2], err, "CAP_NET_RAW")
+	}
+	tgt := &aoe.Target{
+		Devices:          []*aoe.Device{{Shelf: uint16(shelf), Slot: uint8(slot), Backend: dev, ReadOnly: *ro, Mask: mask}},
+		Logger:           e.protoLog("aoe"),
+		AnnounceInterval: *announce,
+		OnDiscover: func(d *aoe.Device, initiator net.HardwareAddr) {
+			e.log.Info("aoe initiator discovered target", "initiator", initiator.String(), "device", fmt.Sprintf("e%d.%d", d.Shelf, d.Slot))
+		},
+	}
+	e.log.Info("aoe serving", "device", fmt.Sprintf("e%d.%d", shelf, slot), "iface", a[2], "mac", conn.HardwareAddr().String(), "file", a[3], "size", dev.Size(), "read_only", *ro)
+	if *metrics != "" {
+		if err := serveMetrics(ctx, e, *metrics, map[string]func() any{"aoe": func() any { return tgt.Stats() }}); err != nil {
+			return err
+		}
+	}
+	g := &group{}
+	g.add("aoe", func() error { return tgt.Serve(conn) }, tgt.Shutdown, tgt.Close, aoe.ErrServerClosed)
+	notifyReady(e)
+	return g.wait(ctx, e, *shutdown)
+}
