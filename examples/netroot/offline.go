@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -372,10 +373,16 @@ func writeConfigs(e *env, tftpRoot string, cfg *pxecfg.Config, opts *pxecfg.DirO
 
 // installBootloaders copies pxelinux.0 and its modules from the host's packages into the
 // TFTP root. required makes a missing BIOS loader an error naming its package.
-func installBootloaders(e *env, tftpRoot string, cfg *pxecfg.Config, required bool) error {
+// sysroot, when not "" or "/", is where the packages' files are looked up instead of /.
+func installBootloaders(e *env, tftpRoot, sysroot string, cfg *pxecfg.Config, required bool) error {
 	files, err := pxecfg.BootFiles(pxecfg.BIOS, cfg)
 	if err != nil {
 		return err
+	}
+	if sysroot != "" && sysroot != "/" {
+		for i := range files {
+			files[i].Source = filepath.Join(sysroot, files[i].Source)
+		}
 	}
 	copied, err := pxecfg.InstallBootFiles(tftpRoot, files)
 	for _, c := range copied {
@@ -401,6 +408,7 @@ func runPXE(_ context.Context, e *env, args []string) error {
 	initrd := fs.String("initrd-path", kis.DefaultInitrdPath, "initrd path in the TFTP root")
 	extra := fs.String("append", "", "extra kernel options, such as \"console=ttyS0,115200\"")
 	bootloader := fs.Bool("bootloader", false, "also copy pxelinux.0 and ldlinux.c32 from the host's packages")
+	sysroot := fs.String("bootloader-sysroot", "/", "system root to take the boot loader packages' files from")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -418,7 +426,7 @@ func runPXE(_ context.Context, e *env, args []string) error {
 	}
 	cfg := pf.config(*kernel, *initrd, line)
 	if *bootloader {
-		if err := installBootloaders(e, *tftpRoot, cfg, true); err != nil {
+		if err := installBootloaders(e, *tftpRoot, *sysroot, cfg, true); err != nil {
 			return err
 		}
 	}

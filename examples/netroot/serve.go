@@ -45,6 +45,7 @@ type serveConfig struct {
 	extraAppend     string
 	metricsAddr     string
 	noBootloader    bool
+	sysroot         string
 	anyNBDPort      bool
 	shutdownTimeout time.Duration
 
@@ -73,6 +74,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.extraAppend, "append", "", "extra kernel options for the boot entries, such as \"console=ttyS0,115200\"")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, such as :9100")
 	fs.BoolVar(&c.noBootloader, "no-bootloader", false, "do not copy pxelinux.0 and ldlinux.c32 into the TFTP root (it has them already)")
+	fs.StringVar(&c.sysroot, "bootloader-sysroot", "/", "system root to take pxelinux.0 and ldlinux.c32 from (Debian packages pxelinux, syslinux-common)")
 	fs.BoolVar(&c.anyNBDPort, "allow-nonstandard-nbd-port", false, "allow -nbd-addr with a port other than 10809 (kiwi-overlay clients cannot use it)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running transfers may finish after SIGINT/SIGTERM")
 }
@@ -214,7 +216,7 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	}
 	cfg.Default = cfg.Entries[0].Label
 	if !c.noBootloader {
-		if err := installBootloaders(e, c.stage.tftpRoot, cfg, !c.demo); err != nil {
+		if err := installBootloaders(e, c.stage.tftpRoot, c.sysroot, cfg, !c.demo); err != nil {
 			return err
 		}
 	}

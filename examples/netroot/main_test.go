@@ -1,0 +1,379 @@
+package main_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/netroot/netroot/internal/peertest"
+	"github.com/netroot/netroot/kis/kistest"
+	"github.com/netroot/netroot/tftp"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "netroot-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "netroot")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building netroot: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is the binary running as a subprocess, its log lines collected as they come.
+type proc struct {
+	cmd    *exec.Cmd
+	stdout *syncBuffer
+	mu     sync.Mutex
+	lines  []string
+	more   chan struct{}
+	done   chan struct{}
+	err    error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func start(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(binary, args...), stdout: &syncBuffer{}, more: make(chan struct{}, 1), done: make(chan struct{})}
+	p.cmd.Stdout = p.stdout
+	stderr, err := p.cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, p.cmd.Start())
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			p.mu.Unlock()
+			select {
+			case p.more <- struct{}{}:
+			default:
+			}
+		}
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("netroot %s\nstderr:\n%s\nstdout:\n%s", strings.Join(args, " "), p.log(), p.stdout.String())
+		}
+	})
+	return p
+}
+
+func (p *proc) log() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.lines, "\n")
+}
+
+// waitLog waits for a log line matching re and returns its submatches.
+func (p *proc) waitLog(t *testing.T, re string) []string {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	deadline := time.After(60 * time.Second)
+	for {
+		p.mu.Lock()
+		for _, l := range p.lines {
+			if m := rx.FindStringSubmatch(l); m != nil {
+				p.mu.Unlock()
+				return m
+			}
+		}
+		p.mu.Unlock()
+		select {
+		case <-p.more:
+		case <-p.done:
+			// Drain lines written just before exit.
+			p.mu.Lock()
+			for _, l := range p.lines {
+				if m := rx.FindStringSubmatch(l); m != nil {
+					p.mu.Unlock()
+					return m
+				}
+			}
+			p.mu.Unlock()
+			t.Fatalf("netroot exited (%v) before logging %q", p.err, re)
+		case <-deadline:
+			t.Fatalf("netroot did not log %q within 60s", re)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (p *proc) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(60 * time.Second):
+		t.Fatal("netroot did not exit within 60s")
+		return nil
+	}
+}
+
+// fakeBuild writes a KIS build with a compressed root image and KIWI's .append.
+func fakeBuild(t *testing.T, initrd []byte) (dir string, image []byte, spec kistest.Spec) {
+	t.Helper()
+	dir = t.TempDir()
+	spec = kistest.Spec{
+		Name: "leap-diskless", Version: "1.15.3", Image: kistest.Image(6<<20, 42), Compressed: true,
+		Kernel: bytes.Repeat([]byte("KERNEL"), 20000), Initrd: initrd,
+		Append: "root=UUID=4b3c6f27-0000 rd.kiwi.custom=1 quiet",
+	}
+	_, err := kistest.Write(dir, spec)
+	require.NoError(t, err)
+	return dir, spec.Image, spec
+}
+
+func serveArgs(kisDir, tftpRoot string, extra ...string) []string {
+	return append([]string{"serve", "-kis", kisDir, "-tftp-root", tftpRoot, "-server-ip", "127.0.0.1",
+		"-tftp-addr", "127.0.0.1:0", "-nbd-addr", "127.0.0.1:0", "-allow-nonstandard-nbd-port",
+		"-append", "console=ttyS0,115200", "-pxelinux-serial", "0 115200"}, extra...)
+}
+
+func TestServeWithRealClients(t *testing.T) {
+	curl := peertest.Program(t, "curl", "curl")
+	nbdinfo := peertest.Program(t, "nbdinfo", "libnbd-bin")
+	nbdcopy := peertest.Program(t, "nbdcopy", "libnbd-bin")
+	pxelinux := peertest.File(t, "/usr/lib/PXELINUX/pxelinux.0", "pxelinux")
+	peertest.File(t, "/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common")
+
+	initrd := make([]byte, 3<<20)
+	_, _ = rand.Read(initrd)
+	kisDir, image, spec := fakeBuild(t, initrd)
+	tftpRoot := t.TempDir()
+	p := start(t, serveArgs(kisDir, tftpRoot)...)
+	tftpAddr := p.waitLog(t, `msg="tftp listening" addr=(\S+)`)[1]
+	nbdAddr := p.waitLog(t, `msg="nbd listening" addr=(\S+)`)[1]
+	p.waitLog(t, `msg=ready`)
+	export := "leap-diskless.x86_64-1.15.3"
+
+	fetch := func(name string, blksize int) []byte {
+		t.Helper()
+		out := filepath.Join(t.TempDir(), "f")
+		cmd := exec.Command(curl, "-sS", "--tftp-blksize", fmt.Sprint(blksize), "-o", out, "tftp://"+tftpAddr+"/"+name)
+		b, err := cmd.CombinedOutput()
+		require.NoError(t, err, "curl %s: %s", name, b)
+		data, err := os.ReadFile(out)
+		require.NoError(t, err)
+		return data
+	}
+	cfg := string(fetch("pxelinux.cfg/default", 512))
+	assert.Contains(t, cfg, "SERIAL 0 115200")
+	assert.Contains(t, cfg, "root=overlay:nbd=127.0.0.1:"+export)
+	assert.Contains(t, cfg, "rd.driver.pre=nbd")
+	assert.Contains(t, cfg, "rd.kiwi.custom=1", "KIWI's .append options are carried over")
+	assert.Contains(t, cfg, "console=ttyS0,115200")
+	assert.NotContains(t, cfg, "root=UUID", "KIWI's own root= is replaced by the network root")
+	assert.Contains(t, cfg, "IPAPPEND 2")
+	assert.Equal(t, spec.Kernel, fetch("boot/linux", 1468))
+	assert.Equal(t, initrd, fetch("boot/initrd", 8192))
+	want, err := os.ReadFile(pxelinux)
+	require.NoError(t, err)
+	assert.Equal(t, want, fetch("pxelinux.0", 1468))
+	for _, f := range []string{"ldlinux.c32", "grub/grub.cfg", "boot.ipxe"} {
+		assert.NotEmpty(t, fetch(f, 1468), f)
+	}
+
+	uri := "nbd://" + nbdAddr + "/" + export
+	out, err := exec.Command(nbdinfo, "--json", uri).Output()
+	require.NoError(t, err)
+	var info struct {
+		Exports []struct {
+			Name string `json:"export-name"`
+			Size int64  `json:"export-size"`
+			RO   bool   `json:"is_read_only"`
+		} `json:"exports"`
+	}
+	require.NoError(t, json.Unmarshal(out, &info), "%s", out)
+	require.Len(t, info.Exports, 1)
+	assert.Equal(t, export, info.Exports[0].Name)
+	assert.Equal(t, int64(len(image)), info.Exports[0].Size)
+	assert.True(t, info.Exports[0].RO, "the root image is exported read-only")
+
+	copied := filepath.Join(t.TempDir(), "root.img")
+	b, err := exec.Command(nbdcopy, uri, copied).CombinedOutput()
+	require.NoError(t, err, "%s", b)
+	got, err := os.ReadFile(copied)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(image, got), "nbdcopy read the root image byte-exact")
+
+	p.waitLog(t, `msg="client fetched" client=127.0.0.1 file=boot/initrd`)
+	p.waitLog(t, `msg="nbd client attached"`)
+
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	assert.NoError(t, p.wait(t))
+	p.waitLog(t, `msg=stopped`)
+}
+
+func TestServeSIGTERMLetsTransfersFinish(t *testing.T) {
+	initrd := make([]byte, 12<<20)
+	_, _ = rand.Read(initrd)
+	kisDir, _, _ := fakeBuild(t, initrd)
+	p := start(t, serveArgs(kisDir, t.TempDir(), "-no-bootloader")...)
+	tftpAddr := p.waitLog(t, `msg="tftp listening" addr=(\S+)`)[1]
+	p.waitLog(t, `msg=ready`)
+
+	// A slow lock-step transfer (512-byte blocks), interrupted by SIGTERM once it has begun.
+	pr, pw := io.Pipe()
+	type result struct {
+		data []byte
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		data, err := io.ReadAll(pr)
+		res <- result{data, err}
+	}()
+	getErr := make(chan error, 1)
+	go func() {
+		_, err := (&tftp.Client{}).Get(context.Background(), tftpAddr, "boot/initrd", pw)
+		pw.CloseWithError(err)
+		getErr <- err
+	}()
+	p.waitLog(t, `msg="client fetched".*file=pxelinux|tftp listening`) // the server is up
+	time.Sleep(200 * time.Millisecond)
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	p.waitLog(t, `shutting down`)
+	require.NoError(t, <-getErr, "the running transfer finishes after SIGTERM")
+	r := <-res
+	require.NoError(t, r.err)
+	assert.True(t, bytes.Equal(initrd, r.data), "the transfer is byte-exact")
+	assert.NoError(t, p.wait(t))
+	p.waitLog(t, `msg=stopped`)
+}
+
+func TestServeRefusesUnbootableSetups(t *testing.T) {
+	kisDir, _, _ := fakeBuild(t, []byte("initrd"))
+	emptySysroot := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"nbd port other than 10809", []string{"serve", "-kis", kisDir, "-tftp-root", t.TempDir(), "-server-ip", "127.0.0.1", "-nbd-addr", "127.0.0.1:10810"},
+			`-nbd-addr "127.0.0.1:10810": kiwi-overlay clients run nbd-client on port 10809`},
+		{"server ip not local", []string{"serve", "-kis", kisDir, "-tftp-root", t.TempDir(), "-server-ip", "192.0.2.77"},
+			"-server-ip 192.0.2.77: no local interface has this address"},
+		{"ipv6 server ip", []string{"serve", "-kis", kisDir, "-tftp-root", t.TempDir(), "-server-ip", "fd00::1"},
+			`-server-ip "fd00::1": want an IPv4 address`},
+		{"missing aoe interface", []string{"serve", "-kis", kisDir, "-tftp-root", t.TempDir(), "-nbd=false", "-aoe-iface", "nosuch0"},
+			`-aoe-iface "nosuch0": no such network interface`},
+		{"missing pxelinux.0", serveArgs(kisDir, t.TempDir(), "-bootloader-sysroot", emptySysroot),
+			"pxelinux"},
+		{"no kis dir", []string{"serve", "-server-ip", "127.0.0.1"}, "-kis DIR is required"},
+		{"empty kis dir", []string{"serve", "-kis", t.TempDir(), "-tftp-root", t.TempDir(), "-server-ip", "127.0.0.1", "-allow-nonstandard-nbd-port", "-nbd-addr", "127.0.0.1:0"},
+			"no KIS build found"},
+		{"nothing to serve", []string{"serve", "-kis", kisDir, "-nbd=false"}, "nothing to serve"},
+		{"aoe vblade args", []string{"aoe", "0", "1", "nosuch0", "/dev/null"}, `IFACE "nosuch0": no such network interface`},
+		{"aoe broadcast shelf", []string{"aoe", "65535", "1", "lo", "/dev/null"}, `SHELF "65535"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(binary, tc.args...)
+			out, err := cmd.CombinedOutput()
+			require.Error(t, err, "%s", out)
+			assert.Contains(t, string(out), tc.want)
+		})
+	}
+}
+
+func TestDemoStartsServesAndStops(t *testing.T) {
+	p := start(t) // no arguments: the demo
+	p.waitLog(t, `msg=ready`)
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(p.stdout.String(), "Serving until Ctrl-C") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	out := p.stdout.String()
+	assert.Contains(t, out, "pxelinux.cfg/default")
+	assert.Contains(t, out, "root=overlay:nbd=127.0.0.1:netroot-demo.x86_64-1.0.0")
+	assert.Contains(t, out, "matches the build's .md5")
+	assert.NotContains(t, out, "FAILED")
+	require.NoError(t, p.cmd.Process.Signal(os.Interrupt))
+	assert.NoError(t, p.wait(t))
+}
+
+func TestCmdline(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		want    string
+		wantErr bool
+	}{
+		{"nbd", []string{"cmdline", "-nbd", "192.0.2.1:root"}, "root=overlay:nbd=192.0.2.1:root rd.driver.pre=nbd", false},
+		{"aoe", []string{"cmdline", "-aoe", "e0.1", "-overlay-readonly"}, "root=overlay:aoe=e0.1", false},
+		{"nbd with port", []string{"cmdline", "-nbd", "192.0.2.1:10809:root"}, "", true},
+		{"aoe interface name", []string{"cmdline", "-aoe", "eth0"}, "", true},
+		{"parse", []string{"cmdline", "-parse", "quiet root=overlay:nbd=192.0.2.1:img rd.driver.pre=nbd"}, "nbd-client 192.0.2.1 /dev/nbd0 -name img", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := exec.Command(binary, tc.args...).CombinedOutput()
+			if tc.wantErr {
+				require.Error(t, err, "%s", out)
+				return
+			}
+			require.NoError(t, err, "%s", out)
+			assert.Contains(t, string(out), tc.want)
+		})
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	kisDir, _, _ := fakeBuild(t, []byte("initrd"))
+	p := start(t, serveArgs(kisDir, t.TempDir(), "-no-bootloader", "-metrics-addr", "127.0.0.1:0")...)
+	maddr := p.waitLog(t, `msg="metrics listening" addr=(\S+)`)[1]
+	tftpAddr := p.waitLog(t, `msg="tftp listening" addr=(\S+)`)[1]
+	p.waitLog(t, `msg=ready`)
+	var buf bytes.Buffer
+	_, err := (&tftp.Client{}).Get(context.Background(), tftpAddr, "boot/initrd", &buf)
+	require.NoError(t, err)
+	p.waitLog(t, `msg="client fetched" client=127.0.0.1 file=boot/initrd`) // counted by now
+	resp, err := http.Get("http://" + maddr + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Regexp(t, `(?m)^netroot_tftp_completed_total [1-9]`, string(body))
+	assert.Regexp(t, `(?m)^netroot_tftp_bytes_sent_total [1-9]`, string(body))
+	assert.Contains(t, string(body), "netroot_nbd_connections_total")
+}
