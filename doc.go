@@ -13,14 +13,21 @@
 //   - overlaycmdline: the kiwi-overlay kernel command line (root=overlay:nbd=…, root=overlay:aoe=…).
 //   - kis: finding, verifying, unpacking and staging KIWI KIS build results.
 //
-// The binary in examples/netroot composes them: it stages a KIS build into a TFTP root, writes
-// the boot configs with the right kernel command line, and serves TFTP, NBD and AoE. In outline:
+// The binary in examples/netroot composes them; in outline (errors elided):
 //
-//	builds, _ := kis.Find("/var/lib/kiwi/out")        // kernel, initrd, root image
-//	root := overlaycmdline.Root{...NBD host and export...}
-//	pxecfg.WriteDir(tftpRoot, cfg)                    // pxelinux.cfg/default with root.String()
-//	go tftpServer.Serve(udpConn)                      // tftp.Server{Handler: tftp.FileServer(tftpRoot)}
-//	go nbdServer.Serve(tcpListener)                   // nbd.Server serving the root image
+//	builds, _ := kis.Find("/var/lib/kiwi/out")             // newest first
+//	b, _ := kis.Unpack(ctx, builds[0], nil)                // raw root image for the export
+//	staged, _ := kis.Stage(ctx, b, "/srv/tftpboot", nil)   // boot/linux, boot/initrd
+//
+//	root := overlaycmdline.NBD("192.0.2.1", b.ID())        // root=overlay:nbd=192.0.2.1:NAME
+//	line := (&overlaycmdline.Cmdline{Root: root}).String() // adds rd.driver.pre=nbd
+//	entry := pxecfg.NetbootEntry("netroot", staged.Kernel.Path, []string{staged.Initrd.Path}, line)
+//	pxecfg.WriteDir("/srv/tftpboot", &pxecfg.Config{Default: "netroot", Entries: []pxecfg.Entry{entry}}, nil)
+//
+//	img, _ := backend.OpenFile(b.Image, &backend.FileOptions{ReadOnly: true})
+//	exports, _ := nbd.NewExportSet(&nbd.Export{Name: b.ID(), Device: img})
+//	go (&nbd.Server{Exports: exports}).ListenAndServe()                // TCP 10809
+//	go (&tftp.Server{Handler: tftp.FileServer("/srv/tftpboot")}).ListenAndServe(":69")
 //
 // See each package's documentation and examples for the exact API.
 package netroot
