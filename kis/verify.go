@@ -1,0 +1,262 @@
+package kis
+
+import (
+	"archive/tar"
+	"bufio"
+	"context"
+	"crypto/md5"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path"
+	"strings"
+
+	"github.com/ulikunitz/xz"
+)
+
+// ErrChecksum is wrapped by the errors of Verify and Unpack when an image does not match its
+// .md5 file, in content or in size.
+var ErrChecksum = errors.New("kis: image does not match its md5 file")
+
+// progressEvery is how many bytes pass between two progress reports (the last one is always
+// reported).
+const progressEvery = 4 << 20
+
+// progressReader counts the bytes read from r, reports them and stops when ctx is done.
+type progressReader struct {
+	ctx      context.Context
+	r        io.Reader
+	done     int64
+	total    int64
+	reported int64
+	progress func(done, total int64)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	if err := p.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := p.r.Read(b)
+	p.done += int64(n)
+	if p.progress != nil && (p.done-p.reported >= progressEvery || (err == io.EOF && p.done != p.reported)) {
+		p.reported = p.done
+		p.progress(p.done, p.total)
+	}
+	return n, err
+}
+
+// finish reports the final count if it has not been reported yet.
+func (p *progressReader) finish() {
+	if p.progress != nil && p.done != p.reported {
+		p.reported = p.done
+		p.progress(p.done, p.total)
+	}
+}
+
+// openProgress opens path for a streaming read that reports progress over its size.
+func openProgress(ctx context.Context, path string, progress func(done, total int64)) (*os.File, *progressReader, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kis: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("kis: %w", err)
+	}
+	return f, &progressReader{ctx: ctx, r: f, total: st.Size(), progress: progress}, nil
+}
+
+// newXZReader returns a streaming xz decoder over r.
+func newXZReader(r io.Reader, name string) (io.Reader, error) {
+	zr, err := xz.NewReader(bufio.NewReaderSize(r, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("kis: %s: xz: %w", name, err)
+	}
+	return zr, nil
+}
+
+// Verify checks the build's root image against its .md5 file: the MD5 and the size the block
+// counts give, and for a compressed image also the compressed size when the .md5 records it.
+// It reads the raw image when there is one, else decompresses the .xz as a stream, else reads
+// the image out of the bundle. progress, when not nil, is called now and then with the bytes
+// read so far of the file being read and its size. A mismatch wraps ErrChecksum.
+func Verify(ctx context.Context, b Build, progress func(done, total int64)) error {
+	if b.MD5 == "" {
+		if b.Bundle != "" {
+			return verifyBundle(ctx, b, progress)
+		}
+		return fmt.Errorf("kis: build %s in %s has no md5 file %s.md5 and no bundle to verify", b.ID(), b.Dir, b.ID())
+	}
+	c, err := ReadChecksum(b.MD5)
+	if err != nil {
+		return err
+	}
+	switch {
+	case b.Image != "":
+		return verifyFile(ctx, b.Image, c, false, progress)
+	case b.CompressedImage != "":
+		return verifyFile(ctx, b.CompressedImage, c, true, progress)
+	case b.Bundle != "":
+		return verifyBundle(ctx, b, progress)
+	}
+	return fmt.Errorf("kis: build %s in %s has an md5 file but no root image %s or %s.xz", b.ID(), b.Dir, b.ID(), b.ID())
+}
+
+func verifyFile(ctx context.Context, file string, c Checksum, compressed bool, progress func(done, total int64)) error {
+	f, pr, err := openProgress(ctx, file, progress)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if compressed {
+		if cs := c.CompressedSize(); cs >= 0 && cs != pr.total {
+			return fmt.Errorf("kis: %s is %d bytes, its md5 file says %d*%d = %d: %w",
+				file, pr.total, c.CompressedBlocks, c.CompressedBlockSize, cs, ErrChecksum)
+		}
+	} else if pr.total != c.Size() {
+		return fmt.Errorf("kis: %s is %d bytes, its md5 file says %d*%d = %d: %w",
+			file, pr.total, c.Blocks, c.BlockSize, c.Size(), ErrChecksum)
+	}
+	var r io.Reader = pr
+	if compressed {
+		if r, err = newXZReader(pr, file); err != nil {
+			return err
+		}
+	}
+	h := md5.New()
+	n, err := io.CopyBuffer(h, r, make([]byte, 1<<20))
+	if err != nil {
+		return fmt.Errorf("kis: reading %s: %w", file, err)
+	}
+	pr.finish()
+	return compareSum(file, h, n, c)
+}
+
+// compareSum checks the MD5 and size of the uncompressed data read from file.
+func compareSum(file string, h hash.Hash, n int64, c Checksum) error {
+	if n != c.Size() {
+		return fmt.Errorf("kis: %s holds %d bytes of image, its md5 file says %d*%d = %d: %w",
+			file, n, c.Blocks, c.BlockSize, c.Size(), ErrChecksum)
+	}
+	var got [16]byte
+	h.Sum(got[:0])
+	if got != c.MD5 {
+		return fmt.Errorf("kis: %s has md5 %x, its md5 file says %s: %w", file, got, c.Sum(), ErrChecksum)
+	}
+	return nil
+}
+
+// openBundle opens a build's bundle as a tar stream, decompressing a .tar.xz.
+func openBundle(ctx context.Context, bundle string, progress func(done, total int64)) (*os.File, *progressReader, *tar.Reader, error) {
+	f, pr, err := openProgress(ctx, bundle, progress)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var r io.Reader = pr
+	if strings.HasSuffix(bundle, ".xz") {
+		if r, err = newXZReader(pr, bundle); err != nil {
+			f.Close()
+			return nil, nil, nil, err
+		}
+	}
+	return f, pr, tar.NewReader(r), nil
+}
+
+// bundleEntry checks a tar entry of the bundle of b and returns its file name. Only regular
+// files of the build itself, without directories, are accepted.
+func bundleEntry(b Build, hdr *tar.Header) (FileName, error) {
+	name := path.Clean(strings.TrimPrefix(hdr.Name, "./"))
+	if hdr.Typeflag != tar.TypeReg || strings.Contains(name, "/") || name == "." || name == ".." {
+		return FileName{}, fmt.Errorf("kis: bundle %s: entry %q (type %q) is not a plain file of the build",
+			b.Bundle, clip(hdr.Name), hdr.Typeflag)
+	}
+	f, ok := parseNameAs(name, b.Name, b.Arch)
+	if !ok || f.ID() != b.ID() {
+		return FileName{}, fmt.Errorf("kis: bundle %s: entry %q is not a file of build %s", b.Bundle, clip(name), b.ID())
+	}
+	return f, nil
+}
+
+// verifyBundle reads the .md5 and the image out of the bundle and checks one against the other.
+func verifyBundle(ctx context.Context, b Build, progress func(done, total int64)) error {
+	f, pr, tr, err := openBundle(ctx, b.Bundle, progress)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var (
+		sum                       *Checksum
+		h                               = md5.New()
+		n, compressedSize         int64 = 0, -1
+		imageName, kernel, initrd string
+	)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("kis: bundle %s: %w", b.Bundle, err)
+		}
+		fn, err := bundleEntry(b, hdr)
+		if err != nil {
+			return err
+		}
+		switch fn.Kind {
+		case KindChecksum:
+			data, err := io.ReadAll(io.LimitReader(tr, 4096))
+			if err != nil {
+				return fmt.Errorf("kis: bundle %s: %s: %w", b.Bundle, fn, err)
+			}
+			c, err := ParseChecksum(string(data))
+			if err != nil {
+				return fmt.Errorf("%w (in bundle %s)", err, b.Bundle)
+			}
+			sum = &c
+		case KindImage, KindCompressedImage:
+			if imageName != "" {
+				return fmt.Errorf("kis: bundle %s holds two root images, %s and %s", b.Bundle, imageName, fn)
+			}
+			imageName = fn.String()
+			var r io.Reader = tr
+			if fn.Kind == KindCompressedImage {
+				compressedSize = hdr.Size
+				if r, err = newXZReader(tr, b.Bundle+":"+imageName); err != nil {
+					return err
+				}
+			}
+			if n, err = io.CopyBuffer(h, r, make([]byte, 1<<20)); err != nil {
+				return fmt.Errorf("kis: bundle %s: reading %s: %w", b.Bundle, imageName, err)
+			}
+		case KindKernel:
+			kernel = fn.String()
+		case KindInitrd:
+			initrd = fn.String()
+		}
+	}
+	pr.finish()
+	var missing []string
+	if sum == nil {
+		missing = append(missing, "md5 "+b.ID()+".md5")
+	}
+	if imageName == "" {
+		missing = append(missing, "root image "+b.ID()+" or "+b.ID()+".xz")
+	}
+	if kernel == "" {
+		missing = append(missing, "kernel")
+	}
+	if initrd == "" {
+		missing = append(missing, "initrd")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("kis: bundle %s is missing %s", b.Bundle, strings.Join(missing, ", "))
+	}
+	if cs := sum.CompressedSize(); compressedSize >= 0 && cs >= 0 && cs != compressedSize {
+		return fmt.Errorf("kis: bundle %s: %s is %d bytes, its md5 file says %d: %w",
+			b.Bundle, imageName, compressedSize, cs, ErrChecksum)
+	}
+	return compareSum(b.Bundle+":"+imageName, h, n, *sum)
+}
