@@ -170,11 +170,14 @@ func (k *kisFlags) load(ctx context.Context, e *env) (kis.Build, error) {
 		return kis.Build{}, err
 	}
 	e.log.Info("found KIS build", "build", b.ID(), "kernel_version", b.KernelVersion, "dir", b.Dir)
+	// Unpack checks the MD5 while it decompresses an .xz image (and remembers that it did), so
+	// only an image that was not decompressed needs reading again.
+	decompressed := b.CompressedImage != ""
 	p := newProgress(e, "unpacking")
 	if b, err = kis.Unpack(ctx, b, &kis.UnpackOptions{Dir: k.cache, Progress: p.update}); err != nil {
 		return kis.Build{}, err
 	}
-	if !k.noVerify {
+	if !k.noVerify && !decompressed {
 		start := time.Now()
 		p := newProgress(e, "verifying")
 		if err := kis.Verify(ctx, b, p.update); err != nil {

@@ -1,0 +1,64 @@
+package aoe
+
+import (
+	"net"
+
+	"github.com/mdlayher/packet"
+)
+
+// frame is one payload in a batch of received or sent frames.
+type frame struct {
+	buf  []byte // received: the whole buffer; to send: exactly the payload
+	n    int    // received length
+	addr [6]byte
+}
+
+// frameIO moves frames in batches. Listen's Conn does it with recvmmsg and sendmmsg; any other
+// PacketConn moves one frame per call.
+type frameIO interface {
+	// recv fills frames[:k] for some k >= 1, blocking until at least one frame arrives.
+	recv(frames []frame) (int, error)
+	// send transmits every frame.
+	send(frames []frame) error
+}
+
+func newFrameIO(pc net.PacketConn) frameIO {
+	if b, ok := pc.(interface{ batchIO() frameIO }); ok {
+		if fio := b.batchIO(); fio != nil {
+			return fio
+		}
+	}
+	return &singleIO{pc: pc}
+}
+
+// singleIO is frameIO over plain ReadFrom and WriteTo.
+type singleIO struct {
+	pc net.PacketConn
+}
+
+func (s *singleIO) recv(frames []frame) (int, error) {
+	for {
+		n, addr, err := s.pc.ReadFrom(frames[0].buf)
+		if err != nil {
+			return 0, err
+		}
+		a, ok := addr.(*packet.Addr)
+		if !ok || len(a.HardwareAddr) != 6 {
+			continue
+		}
+		frames[0].n = n
+		copy(frames[0].addr[:], a.HardwareAddr)
+		return 1, nil
+	}
+}
+
+func (s *singleIO) send(frames []frame) error {
+	var first error
+	for i := range frames {
+		f := &frames[i]
+		if _, err := s.pc.WriteTo(f.buf, &packet.Addr{HardwareAddr: f.addr[:]}); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}

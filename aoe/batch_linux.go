@@ -1,0 +1,131 @@
+package aoe
+
+import (
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// batchIO returns the recvmmsg/sendmmsg implementation of frameIO for this socket.
+func (c *Conn) batchIO() frameIO {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return &mmsgIO{rc: rc, ifindex: int32(c.ifi.Index)}
+}
+
+// mmsgIO batches frames with recvmmsg and sendmmsg. Each goroutine needs its own: it keeps
+// the message headers between calls.
+type mmsgIO struct {
+	rc      syscall.RawConn
+	ifindex int32
+	rmsgs   []unix.Mmsghdr
+	riov    []unix.Iovec
+	rsa     []unix.RawSockaddrLinklayer
+	smsgs   []unix.Mmsghdr
+	siov    []unix.Iovec
+	ssa     []unix.RawSockaddrLinklayer
+}
+
+func (m *mmsgIO) recv(frames []frame) (int, error) {
+	if len(m.rmsgs) < len(frames) {
+		m.rmsgs = make([]unix.Mmsghdr, len(frames))
+		m.riov = make([]unix.Iovec, len(frames))
+		m.rsa = make([]unix.RawSockaddrLinklayer, len(frames))
+	}
+	for i := range frames {
+		m.riov[i].Base = &frames[i].buf[0]
+		m.riov[i].SetLen(len(frames[i].buf))
+		h := &m.rmsgs[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&m.rsa[i]))
+		h.Namelen = unix.SizeofSockaddrLinklayer
+		h.Iov = &m.riov[i]
+		h.SetIovlen(1)
+		m.rmsgs[i].Len = 0
+	}
+	var n int
+	var serr error
+	err := m.rc.Read(func(fd uintptr) bool {
+		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.rmsgs[0])), uintptr(len(frames)),
+			unix.MSG_DONTWAIT, 0, 0)
+		if e == unix.EAGAIN || e == unix.EINTR {
+			return false
+		}
+		if e != 0 {
+			serr = e
+		}
+		n = int(r)
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	if serr != nil {
+		return 0, serr
+	}
+	k := 0
+	for i := range n {
+		sa := &m.rsa[i]
+		if sa.Halen != 6 {
+			continue
+		}
+		frames[k].buf, frames[i].buf = frames[i].buf, frames[k].buf
+		frames[k].n = int(m.rmsgs[i].Len)
+		copy(frames[k].addr[:], sa.Addr[:6])
+		k++
+	}
+	if k == 0 {
+		return m.recv(frames)
+	}
+	return k, nil
+}
+
+func (m *mmsgIO) send(frames []frame) error {
+	if len(frames) == 0 {
+		return nil
+	}
+	if len(m.smsgs) < len(frames) {
+		m.smsgs = make([]unix.Mmsghdr, len(frames))
+		m.siov = make([]unix.Iovec, len(frames))
+		m.ssa = make([]unix.RawSockaddrLinklayer, len(frames))
+	}
+	for i := range frames {
+		sa := &m.ssa[i]
+		*sa = unix.RawSockaddrLinklayer{Family: unix.AF_PACKET, Protocol: htons(EtherType), Ifindex: m.ifindex, Halen: 6}
+		copy(sa.Addr[:], frames[i].addr[:])
+		m.siov[i].Base = &frames[i].buf[0]
+		m.siov[i].SetLen(len(frames[i].buf))
+		h := &m.smsgs[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(sa))
+		h.Namelen = unix.SizeofSockaddrLinklayer
+		h.Iov = &m.siov[i]
+		h.SetIovlen(1)
+	}
+	done := 0
+	var serr error
+	err := m.rc.Write(func(fd uintptr) bool {
+		for done < len(frames) {
+			r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&m.smsgs[done])),
+				uintptr(len(frames)-done), unix.MSG_DONTWAIT, 0, 0)
+			switch {
+			case e == unix.EAGAIN || e == unix.ENOBUFS:
+				return false
+			case e == unix.EINTR:
+				continue
+			case e != 0:
+				serr = e
+				return true
+			}
+			done += int(r)
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package aoe
+
+func (c *Conn) tune() error { return nil }

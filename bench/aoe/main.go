@@ -1,0 +1,323 @@
+// Command aoebench compares netroot's AoE target with vblade, both read by netroot's
+// initiator over a veth pair between two network namespaces, at MTU 1500 and 9000. It prints
+// sequential read throughput, target CPU per GB read and random 4 KiB read IOPS for each, and
+// the ratios. It needs root, ip (iproute2) and vblade, and cleans up after itself.
+//
+//	go run ./bench/aoe -size 256 -rand 20000
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/netroot/netroot/aoe"
+	"github.com/netroot/netroot/backend"
+)
+
+func main() {
+	serve := flag.Bool("serve", false, "internal: serve -file as e0.1 on -iface until killed")
+	iface := flag.String("iface", "", "internal: interface for -serve")
+	file := flag.String("file", "", "internal: image for -serve")
+	sizeMiB := flag.Int("size", 256, "image size and sequential read length in MiB")
+	randReads := flag.Int("rand", 20000, "random 4 KiB reads per run")
+	depth := flag.Int("depth", 32, "random reads in flight")
+	mtus := flag.String("mtu", "1500,9000", "MTUs to measure")
+	timeout := flag.Duration("timeout", 60*time.Second, "limit for each measurement")
+	flag.Parse()
+	if *serve {
+		serveTarget(*iface, *file)
+		return
+	}
+	if path := os.Getenv("AOEBENCH_CLIENTPROFILE"); path != "" {
+		pf, err := os.Create(path)
+		must(err)
+		must(pprof.StartCPUProfile(pf))
+		defer pprof.StopCPUProfile()
+	}
+	if os.Geteuid() != 0 {
+		log.Fatal("aoebench: needs root for network namespaces and AF_PACKET sockets")
+	}
+	vblade, err := exec.LookPath("vblade")
+	if err != nil {
+		if _, serr := os.Stat("/usr/sbin/vblade"); serr != nil {
+			log.Fatal("aoebench: vblade not found (Debian package vblade)")
+		}
+		vblade = "/usr/sbin/vblade"
+	}
+	dir, err := os.MkdirTemp("", "aoebench")
+	must(err)
+	defer os.RemoveAll(dir)
+	img := filepath.Join(dir, "disk.img")
+	must(writeImage(img, int64(*sizeMiB)<<20))
+
+	fmt.Printf("%-8s %-6s %12s %12s %12s\n", "target", "mtu", "seq MB/s", "CPU s/GB", "rand IOPS")
+	for _, ms := range strings.Split(*mtus, ",") {
+		mtu, err := strconv.Atoi(strings.TrimSpace(ms))
+		must(err)
+		var res [2]result
+		for i, name := range []string{"netroot", "vblade"} {
+			res[i], err = measure(name, vblade, img, mtu, int64(*sizeMiB)<<20, *randReads, *depth, *timeout)
+			if err != nil {
+				log.Printf("aoebench: %s at MTU %d: %v", name, mtu, err)
+				return
+			}
+			fmt.Printf("%-8s %-6d %12.1f %12.2f %12.0f\n", name, mtu, res[i].mbps, res[i].cpuPerGB, res[i].iops)
+		}
+		fmt.Printf("%-8s %-6d %11.2fx %11.2fx %11.2fx\n", "ratio", mtu,
+			res[0].mbps/res[1].mbps, res[0].cpuPerGB/res[1].cpuPerGB, res[0].iops/res[1].iops)
+	}
+}
+
+type result struct{ mbps, cpuPerGB, iops float64 }
+
+func must(err error) {
+	if err != nil {
+		log.Fatal("aoebench: ", err)
+	}
+}
+
+func writeImage(path string, size int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r := rand.New(rand.NewPCG(1, 2))
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		for i := 0; i < len(buf); i += 8 {
+			v := r.Uint64()
+			for j := range 8 {
+				buf[i+j] = byte(v >> (8 * j))
+			}
+		}
+		if _, err := f.Write(buf); err != nil {
+			return err
+		}
+	}
+	return f.Close()
+}
+
+// serveTarget runs in the target namespace as a child process, so that its CPU time is its own.
+func serveTarget(iface, file string) {
+	pc, err := aoe.Listen(iface)
+	must(err)
+	f, err := os.Open(file)
+	must(err)
+	fi, err := f.Stat()
+	must(err)
+	tgt := &aoe.Target{Devices: []*aoe.Device{{Shelf: 0, Slot: 1, Backend: imageFile{f, fi.Size()}, ReadOnly: true}}}
+	// AOEBENCH_WORKERS overrides the target's worker count, to compare settings.
+	if w, err := strconv.Atoi(os.Getenv("AOEBENCH_WORKERS")); err == nil {
+		tgt.Workers = w
+	}
+	if path := os.Getenv("AOEBENCH_CPUPROFILE"); path != "" {
+		pf, err := os.Create(path)
+		must(err)
+		must(pprof.StartCPUProfile(pf))
+		defer pprof.StopCPUProfile()
+	}
+	go func() {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
+		<-sig
+		_ = tgt.Close()
+	}()
+	if err := tgt.Serve(pc); !errors.Is(err, aoe.ErrServerClosed) {
+		log.Print(err)
+	}
+}
+
+// imageFile is a read-only image read with pread.
+type imageFile struct {
+	*os.File
+	size int64
+}
+
+func (f imageFile) Size() int64 { return f.size }
+
+var _ backend.Device = imageFile{}
+
+func measure(name, vblade, img string, mtu int, size int64, nrand, depth int, limit time.Duration) (result, error) {
+	var res result
+	id := fmt.Sprintf("%d", os.Getpid()%100000)
+	nsA, nsB := "aoebench-"+id+"-a", "aoebench-"+id+"-b"
+	ifA, ifB := "aoeb"+id+"a", "aoeb"+id+"b"
+	for _, ns := range []string{nsA, nsB} {
+		if err := run("ip", "netns", "add", ns); err != nil {
+			return res, err
+		}
+		defer run("ip", "netns", "del", ns) //nolint:errcheck
+	}
+	for _, args := range [][]string{
+		{"link", "add", ifA, "netns", nsA, "type", "veth", "peer", "name", ifB, "netns", nsB},
+		{"-n", nsA, "link", "set", ifA, "mtu", fmt.Sprint(mtu), "up"},
+		{"-n", nsB, "link", "set", ifB, "mtu", fmt.Sprint(mtu), "up"},
+	} {
+		if err := run("ip", args...); err != nil {
+			return res, err
+		}
+	}
+	var cmd *exec.Cmd
+	slot := uint8(1)
+	if name == "vblade" {
+		slot = 2
+		cmd = exec.Command("ip", "netns", "exec", nsA, vblade, "-r", "0", "2", ifA, img)
+	} else {
+		self, err := os.Executable()
+		if err != nil {
+			return res, err
+		}
+		cmd = exec.Command("ip", "netns", "exec", nsA, self, "-serve", "-iface", ifA, "-file", img)
+	}
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return res, err
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}()
+	pc, err := listenIn(nsB, ifB)
+	if err != nil {
+		return res, err
+	}
+	c := aoe.NewClient(pc, nil)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	d, err := c.Open(ctx, 0, slot)
+	if err != nil {
+		return res, err
+	}
+	size = min(size, d.Size())
+
+	// Sequential read in 4 MiB calls, like a dd of the whole image.
+	buf := make([]byte, 4<<20)
+	cpu0 := cpuTime(cmd.Process.Pid)
+	start := time.Now()
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		n := min(int64(len(buf)), size-off)
+		if _, err := d.ReadAtContext(ctx, buf[:n], off); err != nil {
+			return res, err
+		}
+	}
+	el := time.Since(start)
+	cpu := cpuTime(cmd.Process.Pid) - cpu0
+	res.mbps = float64(size) / el.Seconds() / 1e6
+	res.cpuPerGB = cpu.Seconds() / (float64(size) / 1e9)
+
+	// Random 4 KiB reads, depth of them in flight.
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var ferr atomic.Value
+	start = time.Now()
+	for w := range depth {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(w), 7))
+			b := make([]byte, 4096)
+			for next.Add(1) <= int64(nrand) {
+				off := r.Int64N(size/4096) * 4096
+				if _, err := d.ReadAtContext(ctx, b, off); err != nil {
+					ferr.Store(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if e, ok := ferr.Load().(error); ok {
+		return res, e
+	}
+	res.iops = float64(nrand) / time.Since(start).Seconds()
+	if st := c.Stats(); st.Retransmits > 0 {
+		fmt.Fprintf(os.Stderr, "%s mtu %d: %d of %d frames retransmitted\n", name, mtu, st.Retransmits, st.Sent)
+	}
+	return res, nil
+}
+
+func run(name string, args ...string) error {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// cpuTime is the user plus system time of a process, from /proc/PID/stat.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseInt(fields[11], 10, 64)
+	st, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// listenIn opens an AoE socket on ifname inside namespace ns.
+func listenIn(ns, ifname string) (*aoe.Conn, error) {
+	type result struct {
+		c   *aoe.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: err}
+			return
+		}
+		defer unix.Close(orig)
+		target, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: err}
+			return
+		}
+		defer unix.Close(target)
+		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: err}
+			return
+		}
+		c, lerr := aoe.Listen(ifname)
+		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+			ch <- result{c, err} // the thread stays locked and dies with this goroutine
+			return
+		}
+		runtime.UnlockOSThread()
+		ch <- result{c, lerr}
+	}()
+	r := <-ch
+	return r.c, r.err
+}
