@@ -71,7 +71,13 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(binary, args...), stdout: &syncBuffer{}, more: make(chan struct{}, 1), done: make(chan struct{})}
+	return startCmd(t, exec.Command(binary, args...))
+}
+
+func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
+	args := cmd.Args
+	p := &proc{cmd: cmd, stdout: &syncBuffer{}, more: make(chan struct{}, 1), done: make(chan struct{})}
 	p.cmd.Stdout = p.stdout
 	stderr, err := p.cmd.StderrPipe()
 	require.NoError(t, err)
