@@ -245,7 +245,9 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 
 	// TFTP
 	tsrv := &tftp.Server{
-		Handler: tftp.FileServer(c.stage.tftpRoot),
+		// GRUB asks for "/boot/linux": names are relative to the TFTP root, as with
+		// tftpd-hpa --secure.
+		Handler: tftp.NewFileServer(c.stage.tftpRoot, &tftp.FileServerConfig{Remap: tftp.SlashPath}),
 		Logger:  e.protoLog("tftp"),
 		OnTransferDone: func(ti tftp.TransferInfo) {
 			if ti.Err != nil {

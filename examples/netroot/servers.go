@@ -24,7 +24,7 @@ func runTFTP(ctx context.Context, e *env, args []string) error {
 	root := fs.String("root", "/srv/tftp", "directory to serve (tftpd-hpa's default on Debian)")
 	addr := fs.String("addr", ":69", "UDP listen address (port 69 needs root or CAP_NET_BIND_SERVICE)")
 	maxBlk := fs.Int("max-blksize", 0, "largest blksize to negotiate (default: the package's maximum, capped by the path MTU)")
-	remap := fs.String("remap", "", "rewrite requested names: fold (lower case), slash (backslash to slash), or both as fold,slash")
+	remap := fs.String("remap", "slash", "rewrite requested names: slash (\"/boot/x\" and \"boot\\x\" mean boot/x, as tftpd-hpa --secure), fold (lower case), both as slash,fold, or none")
 	uploadDir := fs.String("upload-dir", "", "accept uploads (write requests) into this directory; off when empty")
 	uploadMax := fs.Int64("upload-max", 64<<20, "largest upload accepted, in bytes")
 	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "how long running transfers may finish after SIGINT/SIGTERM")
@@ -76,13 +76,13 @@ func remapFunc(spec string) (func(string) string, error) {
 	var fns []func(string) string
 	for _, r := range strings.Split(spec, ",") {
 		switch strings.TrimSpace(r) {
-		case "":
+		case "", "none":
 		case "fold":
 			fns = append(fns, tftp.FoldCase)
 		case "slash":
 			fns = append(fns, tftp.SlashPath)
 		default:
-			return nil, usageError{fmt.Errorf("-remap %q: unknown rule %q (want fold, slash)", spec, r)}
+			return nil, usageError{fmt.Errorf("-remap %q: unknown rule %q (want slash, fold or none)", spec, r)}
 		}
 	}
 	if len(fns) == 0 {

@@ -1,0 +1,22 @@
+// Package tftp implements a Trivial File Transfer Protocol server and client for network boot.
+//
+// It follows RFC 1350 (the protocol, octet and netascii modes), RFC 2347 (option negotiation),
+// RFC 2348 (blksize), RFC 2349 (timeout and tsize) and RFC 7440 (windowsize). Block numbers roll
+// over from 65535 to 0, as tftp-hpa, curl and PXE firmware expect, so files larger than 65535
+// blocks transfer.
+//
+// A [Server] answers requests on a net.PacketConn (UDP port 69 for PXE); every transfer runs on
+// its own ephemeral port as RFC 1350 says. What a read request gets is decided by a [Handler]:
+// [FileServer] serves a directory read-only through os.Root and can never leave it, and a
+// [HandlerFunc] can generate content per client (a pxelinux config for one MAC address, say).
+// Content is served from an io.ReaderAt with its size, read 64 KiB at a time as the transfer
+// goes, so clients reading the same initrd share one file or buffer instead of holding copies. Uploads are refused unless [Server.WriteHandler] is set, for instance to
+// [UploadServer].
+//
+// A window of blocks (RFC 7440) leaves in one system call where Linux offers UDP segmentation
+// offload; blksize is capped by the path MTU and windowsize × blksize by [MaxWindowBytes].
+//
+// [Client] gets and puts files with any option combination, for tests, provisioning tools and
+// conformance checks; package tftptest has a loopback test server and a lossy relay. The wire format is available as plain values ([ParsePacket],
+// [RequestPacket], [DataPacket], [AckPacket], [ErrorPacket], [OAckPacket]).
+package tftp

@@ -1,0 +1,632 @@
+package tftp
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for zero Server and Client fields.
+const (
+	// DefaultBlockSize is the RFC 1350 block size, used when no blksize is negotiated.
+	DefaultBlockSize = 512
+	// MaxBlockSize is the largest blksize RFC 2348 allows.
+	MaxBlockSize = 65464
+	// MinBlockSize is the smallest blksize RFC 2348 allows.
+	MinBlockSize = 8
+	// DefaultMaxWindowSize caps the windowsize a server grants.
+	DefaultMaxWindowSize = 64
+	// DefaultTimeout is the first retransmission timeout; it doubles on each retry.
+	DefaultTimeout = time.Second
+	// DefaultRetries is how many times a packet is sent again before a transfer is given up.
+	DefaultRetries = 5
+	// MaxWindowBytes caps windowsize × blksize, so that a large window neither overflows socket
+	// buffers nor holds much memory per transfer.
+	MaxWindowBytes = 1 << 20
+)
+
+// readAhead is the size of the reads from a handler's content.
+const readAhead = 64 << 10
+
+// ErrServerClosed is returned by Serve and ListenAndServe after Shutdown or Close.
+var ErrServerClosed = errors.New("tftp: server closed")
+
+// Server is a TFTP server. Its exported fields are its configuration; set them before Serve.
+// The zero value serves nothing (every read is answered "file not found") and refuses uploads.
+type Server struct {
+	// Handler answers read requests. Nil answers every read with "file not found".
+	Handler Handler
+	// WriteHandler answers write requests. Nil (the default) refuses all uploads with an access
+	// violation.
+	WriteHandler Handler
+	// Logger receives one line per transfer (client, file, options, bytes, duration, outcome)
+	// and debug details. Nil means silent.
+	Logger *slog.Logger
+	// MaxBlockSize caps the negotiated blksize; 0 means MaxBlockSize. The path MTU to the
+	// client caps it further.
+	MaxBlockSize int
+	// MaxWindowSize caps the negotiated windowsize; 0 means DefaultMaxWindowSize.
+	MaxWindowSize int
+	// Timeout is the first retransmission timeout when the client does not ask for one with the
+	// timeout option; 0 means DefaultTimeout. Each retry doubles it.
+	Timeout time.Duration
+	// Retries is how many times a packet is sent again before the transfer is given up; 0
+	// means DefaultRetries.
+	Retries int
+	// OnTransferDone, if set, is called after each transfer with what happened, for example to
+	// log "client fetched pxelinux.cfg/default". It runs on the transfer's goroutine.
+	OnTransferDone func(TransferInfo)
+
+	initOnce sync.Once
+	ctx      context.Context // cancelled by Close, and by Shutdown when its context ends
+	cancel   context.CancelFunc
+	mu       sync.Mutex
+	closing  bool
+	conns    map[net.PacketConn]struct{}
+	active   int
+
+	requests, completed, failed atomic.Uint64
+	bytesSent, bytesReceived    atomic.Uint64
+	retransmits                 atomic.Uint64
+}
+
+// Stats is a snapshot of a server's counters since it started.
+type Stats struct {
+	Requests      uint64 // read and write requests received
+	Active        int    // transfers running now
+	Completed     uint64 // transfers that ended successfully
+	Failed        uint64 // transfers that ended with an error (including refused requests)
+	BytesSent     uint64 // DATA payload bytes of read requests
+	BytesReceived uint64 // DATA payload bytes of write requests
+	Retransmits   uint64 // packets sent again: after a timeout, or a window resent from an early ACK
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	active := s.active
+	s.mu.Unlock()
+	return Stats{
+		Requests:      s.requests.Load(),
+		Active:        active,
+		Completed:     s.completed.Load(),
+		Failed:        s.failed.Load(),
+		BytesSent:     s.bytesSent.Load(),
+		BytesReceived: s.bytesReceived.Load(),
+		Retransmits:   s.retransmits.Load(),
+	}
+}
+
+func (s *Server) init() {
+	s.initOnce.Do(func() {
+		s.ctx, s.cancel = context.WithCancel(context.Background())
+		s.conns = make(map[net.PacketConn]struct{})
+	})
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}
+
+// ListenAndServe listens on the UDP address addr (":69" when empty) and calls Serve.
+func (s *Server) ListenAndServe(addr string) error {
+	if addr == "" {
+		addr = ":69"
+	}
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return fmt.Errorf("tftp: listen on %q: %w", addr, err)
+	}
+	return s.Serve(pc)
+}
+
+// Serve answers requests arriving on pc, a UDP socket, until Shutdown or Close, and then
+// returns ErrServerClosed. Each transfer runs on a new UDP socket bound to pc's address and an
+// ephemeral port, connected to the client. When pc is bound to a wildcard address, each
+// transfer answers from the address its request was sent to (on Linux, through IP_PKTINFO;
+// elsewhere from the address routing picks), and Request.LocalAddr is that address. Serve closes
+// pc when it returns.
+func (s *Server) Serve(pc net.PacketConn) error {
+	s.init()
+	defer pc.Close()
+	laddr, ok := pc.LocalAddr().(*net.UDPAddr)
+	if !ok {
+		return fmt.Errorf("tftp: serve needs a UDP socket, not %T", pc.LocalAddr())
+	}
+	local := laddr.AddrPort()
+	// reqLocal is the address the current request was sent to, where the kernel reports it.
+	reqLocal := local
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.conns[pc] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, pc)
+		s.mu.Unlock()
+	}()
+	read := pc.ReadFrom
+	if uc, ok := pc.(*net.UDPConn); ok {
+		// A boot storm sends many requests at once; let the kernel queue them.
+		_ = uc.SetReadBuffer(1 << 20)
+		if local.Addr().IsUnspecified() && enablePktinfo(uc) {
+			oob := make([]byte, pktinfoSpace)
+			read = func(b []byte) (int, net.Addr, error) {
+				n, oobn, _, from, err := uc.ReadMsgUDPAddrPort(b, oob)
+				if dst := pktinfoDst(oob[:oobn]); dst.IsValid() {
+					reqLocal = netip.AddrPortFrom(dst, local.Port())
+				} else {
+					reqLocal = local
+				}
+				return n, net.UDPAddrFromAddrPort(from), err
+			}
+		}
+	}
+	log := s.logger()
+	buf := make([]byte, 64*1024)
+	for {
+		reqLocal = local
+		n, addr, err := read(buf)
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("tftp: read request: %w", err)
+		}
+		ua, ok := addr.(*net.UDPAddr)
+		if !ok {
+			continue
+		}
+		from := ua.AddrPort()
+		pkt, err := ParsePacket(buf[:n])
+		if err != nil {
+			log.Debug("tftp: malformed packet", "client", from, "err", err)
+			if n >= 2 && (buf[1] == byte(OpRRQ) || buf[1] == byte(OpWRQ)) && buf[0] == 0 {
+				b, _ := (&ErrorPacket{Code: ErrIllegalOperation, Message: "malformed request"}).AppendBinary(nil)
+				_, _ = pc.WriteTo(b, addr)
+			}
+			continue
+		}
+		req, ok := pkt.(*RequestPacket)
+		if !ok {
+			// Stray DATA or ACK for a transfer that has ended: no one to answer.
+			log.Debug("tftp: ignored packet on the request port", "client", from, "op", pkt.Opcode())
+			continue
+		}
+		s.requests.Add(1)
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			continue
+		}
+		s.active++
+		s.mu.Unlock()
+		go s.serveRequest(reqLocal, from, req)
+	}
+}
+
+// Shutdown stops accepting requests, waits for running transfers to end and returns nil, or
+// stops them when ctx ends and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.closeListeners()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		active := s.active
+		s.mu.Unlock()
+		if active == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			s.cancel()
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// Close stops accepting requests and ends running transfers now.
+func (s *Server) Close() error {
+	s.init()
+	s.closeListeners()
+	s.cancel()
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing = true
+	for pc := range s.conns {
+		pc.Close()
+	}
+}
+
+func (s *Server) timeout() time.Duration {
+	if s.Timeout > 0 {
+		return s.Timeout
+	}
+	return DefaultTimeout
+}
+
+func (s *Server) retries() int {
+	if s.Retries > 0 {
+		return s.Retries
+	}
+	return DefaultRetries
+}
+
+// serveRequest runs one transfer from request to end.
+func (s *Server) serveRequest(local, from netip.AddrPort, pkt *RequestPacket) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	t := &transfer{
+		srv:   s,
+		local: local,
+		info: TransferInfo{
+			Op: pkt.Op, Remote: from, Filename: pkt.Filename, Mode: strings.ToLower(pkt.Mode),
+			BlockSize: DefaultBlockSize, WindowSize: 1, Size: -1, Start: time.Now(),
+		},
+	}
+	t.pr.onRetransmit = func(n int) { s.retransmits.Add(uint64(n)) }
+	t.req = &Request{
+		Op: pkt.Op, Filename: pkt.Filename, Mode: t.info.Mode, Options: pkt.Options,
+		RemoteAddr: from, LocalAddr: local, Size: -1, ctx: ctx,
+	}
+	if pkt.Op == OpWRQ {
+		if v, ok := pkt.Option(OptTransferSize); ok {
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
+				t.req.Size = n
+			}
+		}
+	}
+	defer func() {
+		cancel()
+		if t.link != nil {
+			t.link.c.Close()
+		}
+		s.mu.Lock()
+		s.active--
+		s.mu.Unlock()
+	}()
+	switch {
+	case t.info.Mode != ModeOctet && t.info.Mode != ModeNetascii:
+		t.Error(ErrIllegalOperation, fmt.Sprintf("unsupported mode %q", pkt.Mode))
+	case pkt.Op == OpWRQ && s.WriteHandler == nil:
+		t.Error(ErrAccessViolation, "uploads are disabled")
+	case pkt.Op == OpRRQ && s.Handler == nil:
+		t.Error(ErrFileNotFound, "file not found")
+	default:
+		h := s.Handler
+		if pkt.Op == OpWRQ {
+			h = s.WriteHandler
+		}
+		s.callHandler(h, t)
+		if !t.responded {
+			t.Error(ErrFileNotFound, "file not found")
+		}
+	}
+	if t.finalAck != nil {
+		// The upload was committed by the handler: only now tell the client it succeeded.
+		if err := t.link.send(t.finalAck); err != nil && t.info.Err == nil {
+			t.info.Err = err
+		}
+	}
+	t.finish()
+	if t.finalAck != nil {
+		dally(t.link, t.finalAck, t.params.timeout)
+	}
+}
+
+func (s *Server) callHandler(h Handler, t *transfer) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.logger().Error("tftp: handler panic", "client", t.info.Remote, "file", t.info.Filename,
+				"panic", v, "stack", string(debug.Stack()))
+			if !t.responded {
+				t.Error(ErrNotDefined, "internal error")
+			}
+		}
+	}()
+	h.ServeTFTP(t, t.req)
+}
+
+// transfer is the ResponseWriter of one request.
+type transfer struct {
+	srv       *Server
+	req       *Request
+	local     netip.AddrPort
+	link      *link
+	params    params
+	pr        progress
+	info      TransferInfo
+	responded bool
+	finalAck  []byte
+}
+
+var _ ResponseWriter = (*transfer)(nil)
+
+// open creates the transfer's own socket, connected to the client.
+func (t *transfer) open() error {
+	var laddr *net.UDPAddr
+	if ip := t.local.Addr(); ip.IsValid() && !ip.IsUnspecified() {
+		laddr = &net.UDPAddr{IP: ip.AsSlice(), Zone: ip.Zone()}
+	}
+	raddr := net.UDPAddrFromAddrPort(netip.AddrPortFrom(t.info.Remote.Addr().Unmap(), t.info.Remote.Port()))
+	if laddr != nil && (laddr.IP.To4() == nil) != (raddr.IP.To4() == nil) {
+		laddr = nil
+	}
+	c, err := net.DialUDP("udp", laddr, raddr)
+	if err != nil {
+		return fmt.Errorf("tftp: open transfer socket to %v: %w", raddr, err)
+	}
+	context.AfterFunc(t.req.Context(), func() { c.Close() })
+	t.link = &link{c: c, peer: raddr.AddrPort(), connected: true}
+	t.params = params{blksize: DefaultBlockSize, window: 1, timeout: t.srv.timeout(), retries: t.srv.retries()}
+	return nil
+}
+
+func (t *transfer) Error(code ErrorCode, message string) {
+	if t.finalAck != nil {
+		// Receive succeeded but the handler could not keep the upload: say so instead of
+		// acknowledging the last block.
+		t.finalAck = nil
+		t.info.Err = &ErrorPacket{Code: code, Message: message}
+		t.link.sendError(code, message)
+		return
+	}
+	if t.responded {
+		return
+	}
+	t.responded = true
+	t.info.Err = &ErrorPacket{Code: code, Message: message}
+	if err := t.open(); err != nil {
+		t.info.Err = err
+		return
+	}
+	t.link.sendError(code, message)
+}
+
+func (t *transfer) ServeContent(content io.ReaderAt, size int64) error {
+	if t.responded {
+		return errors.New("tftp: response already sent")
+	}
+	t.responded = true
+	if t.req.Op != OpRRQ {
+		t.respondError(ErrIllegalOperation, "not a read request")
+		return t.info.Err
+	}
+	if err := t.open(); err != nil {
+		t.info.Err = err
+		return err
+	}
+	n := size
+	if n < 0 {
+		n = math.MaxInt64
+	}
+	// Read ahead in large chunks: one pread per 64 KiB rather than one per block.
+	var src io.Reader = bufio.NewReaderSize(io.NewSectionReader(content, 0, n), readAhead)
+	if t.info.Mode == ModeNetascii {
+		if size >= 0 {
+			enc, err := netasciiSize(io.NewSectionReader(content, 0, size))
+			if err != nil {
+				t.respondErr(fmt.Errorf("tftp: read %q: %w", t.info.Filename, err))
+				return t.info.Err
+			}
+			size = enc
+		}
+		src = newNetasciiReader(src)
+	}
+	oack := t.negotiate(size, pathMTU(t.link.c))
+	t.prepareSocket()
+	t.info.Size = size
+	if oack != nil {
+		if err := waitAck0(t.link, t.params, oack, &t.pr); err != nil {
+			t.info.Err = err
+			return err
+		}
+	}
+	err := sendBlocks(t.link, t.params, src, &t.pr)
+	t.info.Err = err
+	return err
+}
+
+func (t *transfer) Receive(dst io.Writer) (int64, error) {
+	if t.responded {
+		return 0, errors.New("tftp: response already sent")
+	}
+	t.responded = true
+	if t.req.Op != OpWRQ {
+		t.respondError(ErrIllegalOperation, "not a write request")
+		return 0, t.info.Err
+	}
+	if err := t.open(); err != nil {
+		t.info.Err = err
+		return 0, err
+	}
+	first := t.negotiate(t.req.Size, pathMTU(t.link.c))
+	t.prepareSocket()
+	t.info.Size = t.req.Size
+	if first == nil {
+		first, _ = (&AckPacket{Block: 0}).AppendBinary(nil)
+	}
+	if err := t.link.send(first); err != nil {
+		t.info.Err = err
+		return 0, err
+	}
+	w := dst
+	var na *netasciiWriter
+	if t.info.Mode == ModeNetascii {
+		na = newNetasciiWriter(dst)
+		w = na
+	}
+	final, err := recvBlocks(t.link, t.params, w, first, nil, true, &t.pr)
+	if err == nil && na != nil {
+		err = na.Flush()
+	}
+	if err != nil {
+		t.info.Err = err
+		return t.pr.bytes, err
+	}
+	t.finalAck = final
+	return t.pr.bytes, nil
+}
+
+// respondError sends an error on a fresh socket after responded was already set.
+func (t *transfer) respondError(code ErrorCode, msg string) {
+	t.responded = false
+	t.Error(code, msg)
+}
+
+func (t *transfer) respondErr(err error) {
+	t.link.sendError(ErrNotDefined, "read error")
+	t.info.Err = err
+}
+
+// negotiate picks the values of the options the client sent (RFC 2347: only those) and returns
+// the OACK to send, or nil when no option was accepted. size is the tsize to announce on a read
+// request (< 0: unknown, tsize not acknowledged); mtu is the path MTU to the client (0:
+// unknown).
+func (t *transfer) negotiate(size int64, mtu int) []byte {
+	s := t.srv
+	var acked []Option
+	maxBlk := MaxBlockSize
+	if s.MaxBlockSize > 0 {
+		maxBlk = min(maxBlk, max(s.MaxBlockSize, MinBlockSize))
+	}
+	if mtu > 0 {
+		hdr := 20 + 8 + 4
+		if t.req.RemoteAddr.Addr().Unmap().Is6() {
+			hdr = 40 + 8 + 4
+		}
+		maxBlk = max(MinBlockSize, min(maxBlk, mtu-hdr))
+	}
+	maxWin := DefaultMaxWindowSize
+	if s.MaxWindowSize > 0 {
+		maxWin = s.MaxWindowSize
+	}
+	var window int
+	for _, o := range t.req.Options {
+		name := strings.ToLower(o.Name)
+		v, err := strconv.ParseInt(o.Value, 10, 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case OptBlockSize:
+			if v < MinBlockSize {
+				continue
+			}
+			t.params.blksize = int(min(v, int64(maxBlk)))
+			acked = append(acked, Option{Name: o.Name, Value: strconv.Itoa(t.params.blksize)})
+		case OptTimeout:
+			if v < 1 || v > 255 {
+				continue
+			}
+			t.params.timeout = time.Duration(v) * time.Second
+			acked = append(acked, Option{Name: o.Name, Value: strconv.FormatInt(v, 10)})
+		case OptTransferSize:
+			if t.req.Op == OpRRQ {
+				if size < 0 {
+					continue
+				}
+				v = size
+			} else if v < 0 {
+				continue
+			}
+			acked = append(acked, Option{Name: o.Name, Value: strconv.FormatInt(v, 10)})
+		case OptWindowSize:
+			if v < 1 || v > 65535 {
+				continue
+			}
+			window = int(min(v, int64(maxWin)))
+			acked = append(acked, Option{Name: o.Name, Value: ""}) // filled below, once blksize is known
+		}
+	}
+	if window > 0 {
+		window = max(1, min(window, MaxWindowBytes/t.params.blksize))
+		t.params.window = window
+		for i := range acked {
+			if strings.EqualFold(acked[i].Name, OptWindowSize) {
+				acked[i].Value = strconv.Itoa(window)
+			}
+		}
+	}
+	t.info.BlockSize, t.info.WindowSize = t.params.blksize, t.params.window
+	if len(acked) == 0 {
+		return nil
+	}
+	b, _ := (&OAckPacket{Options: acked}).AppendBinary(nil)
+	return b
+}
+
+// prepareSocket sizes the socket buffers for a window of the negotiated size.
+func (t *transfer) prepareSocket() {
+	need := 2 * t.params.window * (t.params.blksize + 64)
+	if need > 256*1024 {
+		_ = t.link.c.SetWriteBuffer(need)
+		_ = t.link.c.SetReadBuffer(need)
+	}
+	t.link.rbuf = make([]byte, t.params.blksize+4+1)
+}
+
+// finish records the outcome in the counters, the log and the hook.
+func (t *transfer) finish() {
+	s := t.srv
+	t.info.Duration = time.Since(t.info.Start)
+	t.info.Bytes = t.pr.bytes
+	t.info.Retransmits = t.pr.retransmits
+	if t.info.Op == OpRRQ {
+		s.bytesSent.Add(uint64(t.pr.bytes))
+	} else {
+		s.bytesReceived.Add(uint64(t.pr.bytes))
+	}
+	attrs := []any{
+		"op", t.info.Op.String(), "client", t.info.Remote.String(), "file", t.info.Filename,
+		"mode", t.info.Mode, "bytes", t.info.Bytes, "duration", t.info.Duration,
+		"blksize", t.info.BlockSize, "windowsize", t.info.WindowSize, "tsize", t.info.Size,
+		"retransmits", t.info.Retransmits,
+	}
+	switch {
+	case t.info.Err == nil:
+		s.completed.Add(1)
+		s.logger().Info("tftp: transfer done", attrs...)
+	case errors.Is(t.info.Err, ErrOptionRefused):
+		// PXE firmware often asks for tsize only to learn the size and then refuses the OACK.
+		s.failed.Add(1)
+		s.logger().Info("tftp: client refused the options", append(attrs, "err", t.info.Err)...)
+	default:
+		s.failed.Add(1)
+		s.logger().Warn("tftp: transfer failed", append(attrs, "err", t.info.Err)...)
+	}
+	if s.OnTransferDone != nil {
+		s.OnTransferDone(t.info)
+	}
+}
