@@ -213,6 +213,7 @@ func TestServeWithRealClients(t *testing.T) {
 	assert.NotContains(t, cfg, "root=UUID", "KIWI's own root= is replaced by the network root")
 	assert.Contains(t, cfg, "IPAPPEND 2")
 	assert.Equal(t, spec.Kernel, fetch("boot/linux", 1468))
+	assert.Equal(t, spec.Kernel, fetch("/boot/linux", 512), "GRUB's absolute names are relative to the TFTP root")
 	assert.Equal(t, initrd, fetch("boot/initrd", 8192))
 	want, err := os.ReadFile(pxelinux)
 	require.NoError(t, err)
