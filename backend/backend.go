@@ -34,6 +34,13 @@ type Zeroer interface {
 	ZeroAt(off, n int64) error
 }
 
+// FastZeroer is a device that knows whether its ZeroAt is much faster than writing zeroes
+// (it deallocates or marks blocks instead of writing them). NBD's FAST_ZERO flag is honoured
+// only for devices that say so.
+type FastZeroer interface {
+	FastZero() bool
+}
+
 // Extent is a run of a device with uniform allocation status.
 type Extent struct {
 	Offset, Length int64

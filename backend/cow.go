@@ -61,6 +61,7 @@ var (
 	_ Zeroer       = (*CopyOnWrite)(nil)
 	_ Extenter     = (*CopyOnWrite)(nil)
 	_ io.Closer    = (*CopyOnWrite)(nil)
+	_ FastZeroer   = (*CopyOnWrite)(nil)
 )
 
 // overlay stores changed blocks at their device offsets.
@@ -133,6 +134,9 @@ func resetOverlay(f *os.File, size int64) error {
 
 // Size implements Device.
 func (c *CopyOnWrite) Size() int64 { return c.size }
+
+// FastZero implements FastZeroer: zeroing marks blocks, it writes nothing.
+func (c *CopyOnWrite) FastZero() bool { return true }
 
 // BlockSize returns the overlay granularity in bytes.
 func (c *CopyOnWrite) BlockSize() int64 { return c.bs }

@@ -8,11 +8,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -383,4 +385,36 @@ func TestMetrics(t *testing.T) {
 	assert.Regexp(t, `(?m)^netroot_tftp_completed_total [1-9]`, string(body))
 	assert.Regexp(t, `(?m)^netroot_tftp_bytes_sent_total [1-9]`, string(body))
 	assert.Contains(t, string(body), "netroot_nbd_connections_total")
+}
+
+func TestNBDServerConfigDropIn(t *testing.T) {
+	nbdinfo := peertest.Program(t, "nbdinfo", "libnbd-bin")
+	nbdcopy := peertest.Program(t, "nbdcopy", "libnbd-bin")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "root.img")
+	data := make([]byte, 2<<20)
+	_, _ = rand.Read(data)
+	require.NoError(t, os.WriteFile(img, data, 0o644))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	require.NoError(t, l.Close())
+	cfg := filepath.Join(dir, "config")
+	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf(
+		"[generic]\nport = %d\nlistenaddr = 127.0.0.1\nallowlist = true\n[root]\nexportname = %s\nreadonly = true\nbogus = 1\n", port, img)), 0o644))
+
+	p := start(t, "nbd", "-config", cfg)
+	p.waitLog(t, `msg="nbd config: ignored".*bogus`)
+	p.waitLog(t, `msg="nbd listening" addr=127.0.0.1:`+strconv.Itoa(port))
+	out, err := exec.Command(nbdinfo, "--list", fmt.Sprintf("nbd://127.0.0.1:%d", port)).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, string(out), "export=\"root\"")
+	copied := filepath.Join(dir, "copy.img")
+	out, err = exec.Command(nbdcopy, fmt.Sprintf("nbd://127.0.0.1:%d/root", port), copied).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	got, err := os.ReadFile(copied)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(data, got))
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	assert.NoError(t, p.wait(t))
 }

@@ -36,6 +36,7 @@ type serveConfig struct {
 	nbdAddr         string
 	export          string
 	copyOnWrite     bool
+	cowDir          string
 	mmap            bool
 	aoeIface        string
 	aoeShelf        uint
@@ -65,6 +66,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.nbdAddr, "nbd-addr", ":10809", "NBD listen address; kiwi-overlay clients always use port 10809")
 	fs.StringVar(&c.export, "export", "", "NBD export name (default: the build's NAME.ARCH-VERSION)")
 	fs.BoolVar(&c.copyOnWrite, "copy-on-write", false, "give each NBD connection a private writable overlay in memory; the image is never modified")
+	fs.StringVar(&c.cowDir, "cow-dir", "", "with -copy-on-write: keep each connection's overlay in a temporary file here instead of memory")
 	fs.BoolVar(&c.mmap, "mmap", false, "serve the root image through a memory mapping instead of pread")
 	fs.StringVar(&c.aoeIface, "aoe-iface", "", "also serve the root image over AoE on this interface (needs CAP_NET_RAW)")
 	fs.UintVar(&c.aoeShelf, "aoe-shelf", 0, "AoE shelf (major) number")
@@ -273,7 +275,7 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	if c.nbd {
 		ex := &nbd.Export{Name: export, Description: b.ID() + " root image (KIWI KIS)", Device: dev}
 		if c.copyOnWrite {
-			ex.CopyOnWrite = nbd.CopyOnWritePerConnection
+			ex.CopyOnWrite, ex.NewOverlay = nbd.CopyOnWritePerConnection, overlayIn(c.cowDir)
 		}
 		set, err := nbd.NewExportSet(ex)
 		if err != nil {
@@ -332,6 +334,16 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	notifyReady(e)
 	e.log.Info("ready", "build", b.ID(), "default_entry", cfg.Default)
 	return g.wait(ctx, e, c.shutdownTimeout)
+}
+
+// overlayIn returns overlays kept in temporary files in dir, or nil (memory) for "".
+func overlayIn(dir string) func(backend.Device) (backend.Device, error) {
+	if dir == "" {
+		return nil
+	}
+	return func(base backend.Device) (backend.Device, error) {
+		return backend.NewCopyOnWrite(base, nil, &backend.CopyOnWriteOptions{TempDir: dir})
+	}
 }
 
 // openImage opens the raw root image read-only.

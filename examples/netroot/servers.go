@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -105,6 +103,7 @@ func runNBD(ctx context.Context, e *env, args []string) error {
 	addr := fs.String("addr", "", "TCP listen address (default :10809, or the config file's port and listenaddr)")
 	writable := fs.Bool("rw", false, "with -export: let clients write to the images")
 	cow := fs.Bool("copy-on-write", false, "with -export: give each connection a private overlay; images are never modified")
+	cowDir := fs.String("cow-dir", "", "with -copy-on-write: keep overlays in temporary files here instead of memory")
 	mmap := fs.Bool("mmap", false, "read images through a memory mapping instead of pread")
 	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "how long in-flight requests may finish after SIGINT/SIGTERM")
 	metrics := fs.String("metrics-addr", "", "serve Prometheus metrics on this address")
@@ -114,20 +113,9 @@ func runNBD(ctx context.Context, e *env, args []string) error {
 	if (*config == "") == (len(exports) == 0) {
 		return usageError{errors.New("give either -config FILE or at least one -export NAME=IMAGE")}
 	}
-	srv := &nbd.Server{
-		Logger: e.protoLog("nbd"),
-		OnAttach: func(x *nbd.Export, remote net.Addr) {
-			e.log.Info("nbd client attached", "client", remote.String(), "export", x.Name)
-		},
+	onAttach := func(x *nbd.Export, remote net.Addr) {
+		e.log.Info("nbd client attached", "client", remote.String(), "export", x.Name)
 	}
-	var devices []backend.Device
-	defer func() {
-		for _, d := range devices {
-			closeQuietly(d)
-		}
-	}()
-	listenAddrs := []string{":10809"}
-	set := &nbd.ExportSet{}
 	if *config != "" {
 		cf, err := nbd.ReadConfigFile(*config)
 		if err != nil {
@@ -136,69 +124,47 @@ func runNBD(ctx context.Context, e *env, args []string) error {
 		for _, w := range cf.Warnings {
 			e.log.Warn("nbd config: ignored", "what", w.String())
 		}
-		if cf.Generic.ForceTLS {
-			srv.TLSMode = nbd.TLSRequired
-		}
-		srv.DisableList = !cf.Generic.AllowList
-		if cf.Generic.CertFile != "" || cf.Generic.KeyFile != "" {
-			if srv.TLSConfig, err = loadTLS(cf.Generic.CertFile, cf.Generic.KeyFile, cf.Generic.CACertFile); err != nil {
-				return err
-			}
-			if srv.TLSMode == nbd.TLSDefault {
-				srv.TLSMode = nbd.TLSOptional
+		open := nbd.OpenConfigExport
+		if *mmap {
+			open = func(x *nbd.ConfigExport) (backend.Device, error) {
+				return backend.OpenMmap(x.Path, &backend.MmapOptions{ReadOnly: x.ReadOnly || x.CopyOnWrite, Length: x.Size})
 			}
 		}
-		listenAddrs = cf.Generic.Addrs()
-		for _, x := range cf.Exports {
-			var dev backend.Device
-			if *mmap {
-				dev, err = backend.OpenMmap(x.Path, &backend.MmapOptions{ReadOnly: x.ReadOnly || x.CopyOnWrite, Length: x.Size})
-			} else {
-				dev, err = backend.OpenFile(x.Path, &backend.FileOptions{ReadOnly: x.ReadOnly || x.CopyOnWrite, Sync: x.Sync, Length: x.Size})
-			}
-			if err != nil {
-				return fmt.Errorf("%s:%d: export %q: %w", x.File, x.Line, x.Name, err)
-			}
-			devices = append(devices, dev)
-			ex := &nbd.Export{Name: x.Name, Device: dev, Writable: !x.ReadOnly, MaxConnections: x.MaxConnections}
-			if x.CopyOnWrite {
-				ex.CopyOnWrite = nbd.CopyOnWritePerConnection
-			}
-			if x.ForceTLS {
-				ex.TLS = nbd.TLSRequired
-			}
-			if x.AuthFile != "" {
-				if ex.Allow, err = nbd.ReadAuthFile(x.AuthFile); err != nil {
-					return err
-				}
-			}
-			if err := set.Add(ex); err != nil {
-				return err
-			}
+		srv, closeDevices, err := cf.NewServer(open)
+		if err != nil {
+			return err
 		}
-	} else {
-		for _, spec := range exports {
-			name, img, ok := strings.Cut(spec, "=")
-			if !ok || img == "" {
-				return usageError{fmt.Errorf("-export %q: want NAME=IMAGE", spec)}
-			}
-			dev, err := openDevice(img, !*writable || *cow, *mmap)
-			if err != nil {
-				return fmt.Errorf("-export %q: %w", spec, err)
-			}
-			devices = append(devices, dev)
-			ex := &nbd.Export{Name: name, Device: dev, Writable: *writable}
-			if *cow {
-				ex.CopyOnWrite = nbd.CopyOnWritePerConnection
-			}
-			if err := set.Add(ex); err != nil {
-				return err
-			}
+		defer closeDevices()
+		srv.Logger, srv.OnAttach = e.protoLog("nbd"), onAttach
+		return serveNBD(ctx, e, srv, cf.Generic.Addrs(), *addr, *metrics, *shutdown)
+	}
+	set := &nbd.ExportSet{}
+	for _, spec := range exports {
+		name, img, ok := strings.Cut(spec, "=")
+		if !ok || img == "" {
+			return usageError{fmt.Errorf("-export %q: want NAME=IMAGE", spec)}
+		}
+		dev, err := openDevice(img, !*writable || *cow, *mmap)
+		if err != nil {
+			return fmt.Errorf("-export %q: %w", spec, err)
+		}
+		defer closeQuietly(dev)
+		ex := &nbd.Export{Name: name, Device: dev, Writable: *writable}
+		if *cow {
+			ex.CopyOnWrite, ex.NewOverlay = nbd.CopyOnWritePerConnection, overlayIn(*cowDir)
+		}
+		if err := set.Add(ex); err != nil {
+			return err
 		}
 	}
-	srv.Exports = set
-	if *addr != "" {
-		listenAddrs = []string{*addr}
+	srv := &nbd.Server{Exports: set, Logger: e.protoLog("nbd"), OnAttach: onAttach}
+	return serveNBD(ctx, e, srv, []string{fmt.Sprintf(":%d", nbd.DefaultPort)}, *addr, *metrics, *shutdown)
+}
+
+// serveNBD serves srv on the activated socket, or on addr, or on listenAddrs.
+func serveNBD(ctx context.Context, e *env, srv *nbd.Server, listenAddrs []string, addr, metrics string, shutdown time.Duration) error {
+	if addr != "" {
+		listenAddrs = []string{addr}
 	}
 	g := &group{}
 	act := socketActivation(e)
@@ -221,14 +187,14 @@ func runNBD(ctx context.Context, e *env, args []string) error {
 			g.add("nbd "+a, func() error { return srv.Serve(ln) }, shut, cl, nbd.ErrServerClosed)
 		}
 	}
-	if *metrics != "" {
-		if err := serveMetrics(ctx, e, *metrics, map[string]func() any{"nbd": func() any { return srv.Stats() }}); err != nil {
+	if metrics != "" {
+		if err := serveMetrics(ctx, e, metrics, map[string]func() any{"nbd": func() any { return srv.Stats() }}); err != nil {
 			g.closeAll()
 			return err
 		}
 	}
 	notifyReady(e)
-	return g.wait(ctx, e, *shutdown)
+	return g.wait(ctx, e, shutdown)
 }
 
 func openDevice(p string, readOnly, mmap bool) (backend.Device, error) {
@@ -236,33 +202,6 @@ func openDevice(p string, readOnly, mmap bool) (backend.Device, error) {
 		return backend.OpenMmap(p, &backend.MmapOptions{ReadOnly: readOnly})
 	}
 	return backend.OpenFile(p, &backend.FileOptions{ReadOnly: readOnly})
-}
-
-func loadTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
-	if certFile == "" {
-		certFile = keyFile
-	}
-	if keyFile == "" {
-		keyFile = certFile
-	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("TLS certificate %q, key %q: %w", certFile, keyFile, err)
-	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("TLS CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("TLS CA %q: no PEM certificates", caFile)
-		}
-		cfg.ClientCAs = pool
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
-	}
-	return cfg, nil
 }
 
 // runAoE is a drop-in for vblade: netroot aoe [-r -d -s -o N -l N -m MACS] SHELF SLOT IFACE FILE.

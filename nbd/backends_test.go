@@ -1,0 +1,62 @@
+package nbd_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/netroot/netroot/backend"
+	"github.com/netroot/netroot/nbd"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestFileBackends serves the package backend's file devices: pread/pwrite and the memory
+// mapping, whose reads the server sends straight from the mapping.
+func TestFileBackends(t *testing.T) {
+	const size = 4 << 20
+	open := map[string]func(t *testing.T, path string) backend.Device{
+		"file": func(t *testing.T, path string) backend.Device {
+			f, err := backend.OpenFile(path, nil)
+			require.NoError(t, err)
+			t.Cleanup(func() { f.Close() })
+			return f
+		},
+		"mmap": func(t *testing.T, path string) backend.Device {
+			m, err := backend.OpenMmap(path, nil)
+			require.NoError(t, err)
+			t.Cleanup(func() { m.Close() })
+			return m
+		},
+	}
+	for name, openDev := range open {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "disk.img")
+			want := patterned(size).Bytes()
+			require.NoError(t, os.WriteFile(path, want, 0o600))
+			dev := openDev(t, path)
+			addr := coreServe(t, &nbd.Server{Exports: coreExports(t, &nbd.Export{Name: "d", Device: dev, Writable: true})})
+			for _, structured := range []bool{true, false} {
+				c := coreDial(t, addr, "d", &nbd.DialOptions{NoStructuredReplies: !structured})
+				got := make([]byte, size)
+				_, err := c.ReadAt(got, 0)
+				require.NoError(t, err)
+				require.True(t, bytes.Equal(want, got))
+				_, err = c.WriteAt([]byte("written"), 12345)
+				require.NoError(t, err)
+				copy(want[12345:], "written")
+				require.NoError(t, c.Flush(context.Background()))
+				small := make([]byte, 7)
+				_, err = c.ReadAt(small, 12345)
+				require.NoError(t, err)
+				assert.Equal(t, "written", string(small))
+				require.NoError(t, c.Close())
+			}
+			onDisk, err := os.ReadFile(path)
+			require.NoError(t, err)
+			assert.Equal(t, "written", string(onDisk[12345:12352]))
+		})
+	}
+}

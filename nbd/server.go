@@ -1,0 +1,360 @@
+package nbd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/netroot/netroot/backend"
+)
+
+// Defaults for zero Server fields.
+const (
+	// DefaultHandshakeTimeout bounds option haggling, TLS included.
+	DefaultHandshakeTimeout = 30 * time.Second
+	// DefaultMaxInflight is how many requests of one connection are served at a time.
+	DefaultMaxInflight = 64
+	// DefaultMaxInflightBytes bounds the request and reply data one connection holds in memory.
+	DefaultMaxInflightBytes = 64 << 20
+)
+
+// ErrServerClosed is returned by Serve, ListenAndServe and ServeConn after Shutdown or Close.
+var ErrServerClosed = errors.New("nbd: server closed")
+
+// Server serves exports to NBD clients. Its exported fields are its configuration; set them
+// before serving and do not change them afterwards.
+type Server struct {
+	// Addr is the TCP address ListenAndServe listens on; "" means ":10809".
+	Addr string
+	// Exports finds exports by name. It must be set; an *ExportSet will do.
+	Exports ExportLookup
+	// TLSConfig enables NBD_OPT_STARTTLS. To verify client certificates against a CA, set its
+	// ClientAuth (tls.RequireAndVerifyClientCert) and ClientCAs.
+	TLSConfig *tls.Config
+	// TLSMode is the server's TLS policy; see TLSMode. TLSOptional and TLSRequired need
+	// TLSConfig.
+	TLSMode TLSMode
+	// DisableList refuses NBD_OPT_LIST with NBD_REP_ERR_POLICY (nbd-server's allowlist=false).
+	DisableList bool
+	// HandshakeTimeout bounds the handshake; 0 means DefaultHandshakeTimeout, negative none.
+	HandshakeTimeout time.Duration
+	// IdleTimeout disconnects a client that sends no request for this long; 0 means never,
+	// which suits root file systems that can stay idle for hours.
+	IdleTimeout time.Duration
+	// MaxInflight bounds concurrent requests per connection; 0 means DefaultMaxInflight.
+	MaxInflight int
+	// MaxConnections bounds concurrent connections to the server; 0 means no limit. Exports
+	// have their own limit too.
+	MaxConnections int
+	// Logger receives connection-level events; nil means silent.
+	Logger *slog.Logger
+	// OnAttach, if set, is called when a client enters transmission on an export.
+	OnAttach func(export *Export, remote net.Addr)
+
+	mu          sync.Mutex
+	listeners   map[*net.Listener]struct{}
+	conns       map[*conn]struct{}
+	exportConns map[string]int
+	overlays    map[string]backend.Device
+	inShutdown  atomic.Bool
+	connWG      sync.WaitGroup
+	stats       counters
+}
+
+// UnknownCommands is the index of Stats.Requests that counts commands the document does not
+// define.
+const UnknownCommands = int(CmdResize) + 1
+
+// Stats are a server's counters since it started.
+type Stats struct {
+	// Connections counts accepted connections, ActiveConnections those open now.
+	Connections, ActiveConnections int64
+	// Attached counts connections that entered transmission.
+	Attached int64
+	// Requests counts transmission requests by command: Requests[cmd] for the commands up to
+	// CmdResize, Requests[UnknownCommands] for any other.
+	Requests [UnknownCommands + 1]int64
+	// BytesRead and BytesWritten count data read from and written to devices for clients.
+	BytesRead, BytesWritten int64
+	// Errors counts error replies.
+	Errors int64
+}
+
+type counters struct {
+	connections, active, attached atomic.Int64
+	requests                      [UnknownCommands + 1]atomic.Int64
+	bytesRead, bytesWritten       atomic.Int64
+	errors                        atomic.Int64
+}
+
+// Stats returns a snapshot of the server's counters.
+func (s *Server) Stats() Stats {
+	st := Stats{
+		Connections:       s.stats.connections.Load(),
+		ActiveConnections: s.stats.active.Load(),
+		Attached:          s.stats.attached.Load(),
+		BytesRead:         s.stats.bytesRead.Load(),
+		BytesWritten:      s.stats.bytesWritten.Load(),
+		Errors:            s.stats.errors.Load(),
+	}
+	for i := range st.Requests {
+		st.Requests[i] = s.stats.requests[i].Load()
+	}
+	return st
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return discardLogger
+}
+
+var discardLogger = slog.New(slog.DiscardHandler)
+
+func (s *Server) tlsMode() TLSMode {
+	if s.TLSConfig == nil {
+		return TLSOff
+	}
+	if s.TLSMode == TLSDefault {
+		return TLSOptional
+	}
+	return s.TLSMode
+}
+
+func (s *Server) handshakeTimeout() time.Duration {
+	if s.HandshakeTimeout == 0 {
+		return DefaultHandshakeTimeout
+	}
+	return s.HandshakeTimeout
+}
+
+// ListenAndServe listens on s.Addr and serves it until Shutdown or Close.
+func (s *Server) ListenAndServe() error {
+	if s.inShutdown.Load() {
+		return ErrServerClosed
+	}
+	addr := s.Addr
+	if addr == "" {
+		addr = ":" + strconv.Itoa(DefaultPort)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("nbd: listen %q: %w", addr, err)
+	}
+	return s.Serve(l)
+}
+
+// Serve accepts connections on l and serves each in its own goroutine. It always returns a
+// non-nil error and closes l; after Shutdown or Close the error is ErrServerClosed.
+func (s *Server) Serve(l net.Listener) error {
+	if s.Exports == nil {
+		l.Close()
+		return errors.New("nbd: Server.Exports is nil")
+	}
+	if !s.trackListener(&l, true) {
+		l.Close()
+		return ErrServerClosed
+	}
+	defer s.trackListener(&l, false)
+	defer l.Close()
+	var delay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if s.inShutdown.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("nbd: accept: %w", err)
+		}
+		delay = 0
+		cc, ok := s.newConn(c)
+		if !ok {
+			continue
+		}
+		go func() {
+			defer s.connWG.Done()
+			cc.serve(context.Background())
+		}()
+	}
+}
+
+// ServeConn serves one connection until the client disconnects, and closes c. It returns nil
+// when the client ended the session properly (NBD_OPT_ABORT or NBD_CMD_DISC).
+func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
+	if s.Exports == nil {
+		c.Close()
+		return errors.New("nbd: Server.Exports is nil")
+	}
+	cc, ok := s.newConn(c)
+	if !ok {
+		return ErrServerClosed
+	}
+	defer s.connWG.Done()
+	return cc.serve(ctx)
+}
+
+func (s *Server) trackListener(l *net.Listener, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.inShutdown.Load() {
+			return false
+		}
+		if s.listeners == nil {
+			s.listeners = make(map[*net.Listener]struct{})
+		}
+		s.listeners[l] = struct{}{}
+	} else {
+		delete(s.listeners, l)
+	}
+	return true
+}
+
+// newConn registers c. It refuses (and closes) c when the server is shutting down or full.
+func (s *Server) newConn(c net.Conn) (*conn, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inShutdown.Load() {
+		c.Close()
+		return nil, false
+	}
+	if s.MaxConnections > 0 && len(s.conns) >= s.MaxConnections {
+		s.logger().Warn("nbd: connection limit reached", "client", c.RemoteAddr().String(),
+			"limit", s.MaxConnections)
+		c.Close()
+		return nil, false
+	}
+	if s.conns == nil {
+		s.conns = make(map[*conn]struct{})
+	}
+	cc := newServerConn(s, c)
+	s.conns[cc] = struct{}{}
+	s.connWG.Add(1)
+	s.stats.connections.Add(1)
+	s.stats.active.Add(1)
+	return cc, true
+}
+
+func (s *Server) forgetConn(cc *conn) {
+	s.mu.Lock()
+	delete(s.conns, cc)
+	s.mu.Unlock()
+	s.stats.active.Add(-1)
+}
+
+// acquireExport counts a connection to e, refusing beyond e.MaxConnections.
+func (s *Server) acquireExport(e *Export) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.exportConns == nil {
+		s.exportConns = make(map[string]int)
+	}
+	if e.MaxConnections > 0 && s.exportConns[e.Name] >= e.MaxConnections {
+		return false
+	}
+	s.exportConns[e.Name]++
+	return true
+}
+
+func (s *Server) releaseExport(e *Export) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.exportConns[e.Name]--
+}
+
+// clientOverlay returns the per-client overlay of e for the client at key, creating it.
+func (s *Server) clientOverlay(e *Export, key string) (backend.Device, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := e.Name + "\x00" + key
+	if d, ok := s.overlays[k]; ok {
+		return d, nil
+	}
+	d, err := newOverlay(e)
+	if err != nil {
+		return nil, err
+	}
+	if s.overlays == nil {
+		s.overlays = make(map[string]backend.Device)
+	}
+	s.overlays[k] = d
+	return d, nil
+}
+
+// Shutdown stops the server gracefully: it closes the listeners and the connections still
+// negotiating, lets every connection in transmission finish the requests it has read, flushes
+// the devices and closes the connections. It returns when all are closed, or with ctx's error
+// when ctx ends first (the remaining connections are then closed at once).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.inShutdown.Store(true)
+	s.mu.Lock()
+	for l := range s.listeners {
+		(*l).Close()
+	}
+	for c := range s.conns {
+		c.shutdown()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.connWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		s.closeOverlays()
+		return nil
+	case <-ctx.Done():
+		s.closeConns()
+		return ctx.Err()
+	}
+}
+
+// closeOverlays releases the per-client overlays once no connection uses them.
+func (s *Server) closeOverlays() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, d := range s.overlays {
+		if c, ok := d.(io.Closer); ok {
+			c.Close()
+		}
+		delete(s.overlays, k)
+	}
+}
+
+// Close stops the server now: it closes the listeners and all connections without waiting for
+// requests in flight. Per-client overlays are kept (connections may still be using them) and
+// released by a Shutdown that completes.
+func (s *Server) Close() error {
+	s.inShutdown.Store(true)
+	s.mu.Lock()
+	for l := range s.listeners {
+		(*l).Close()
+	}
+	s.mu.Unlock()
+	s.closeConns()
+	return nil
+}
+
+func (s *Server) closeConns() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.closeNow()
+	}
+}
