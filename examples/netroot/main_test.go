@@ -418,3 +418,76 @@ func TestNBDServerConfigDropIn(t *testing.T) {
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 	assert.NoError(t, p.wait(t))
 }
+
+func TestServeConfigFile(t *testing.T) {
+	kisDir, _, _ := fakeBuild(t, []byte("initrd"))
+	tftpRoot := t.TempDir()
+	cfg := filepath.Join(t.TempDir(), "netroot.toml")
+	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`# netroot serve settings
+kis = %q
+tftp-root = %q
+server-ip = "127.0.0.1"
+tftp-addr = "127.0.0.1:0"
+nbd-addr = "127.0.0.1:0"
+allow-nonstandard-nbd-port = true
+no-bootloader = true
+append = "console=ttyS1"
+mac = ["52:54:00:12:34:56", "52:54:00:ab:cd:ef"]
+`, kisDir, tftpRoot)), 0o644))
+
+	t.Run("flags win over the file", func(t *testing.T) {
+		p := start(t, "serve", "-config", cfg, "-append", "console=ttyS0,115200")
+		p.waitLog(t, `msg=ready`)
+		for _, name := range []string{"01-52-54-00-12-34-56", "01-52-54-00-ab-cd-ef"} {
+			b, err := os.ReadFile(filepath.Join(tftpRoot, "pxelinux.cfg", name))
+			require.NoError(t, err, "per-MAC config from the file's mac list")
+			assert.Contains(t, string(b), "console=ttyS0,115200")
+			assert.NotContains(t, string(b), "ttyS1")
+		}
+		require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+		assert.NoError(t, p.wait(t))
+	})
+	t.Run("unknown setting", func(t *testing.T) {
+		bad := filepath.Join(t.TempDir(), "bad.toml")
+		require.NoError(t, os.WriteFile(bad, []byte("tftp-rot = \"/srv\"\n"), 0o644))
+		out, err := exec.Command(binary, "serve", "-config", bad).CombinedOutput()
+		require.Error(t, err)
+		assert.Contains(t, string(out), `unknown setting "tftp-rot"`)
+	})
+}
+
+func TestSystemdSocketActivationAndNotify(t *testing.T) {
+	activate := peertest.Program(t, "systemd-socket-activate", "systemd")
+	nbdinfo := peertest.Program(t, "nbdinfo", "libnbd-bin")
+	kisDir, image, _ := fakeBuild(t, []byte("initrd"))
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	nbdAddr := l.Addr().String()
+	require.NoError(t, l.Close())
+	notifyPath := filepath.Join(t.TempDir(), "notify")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
+	require.NoError(t, err)
+	defer notify.Close()
+
+	// systemd-socket-activate listens on the NBD address and starts netroot with the socket
+	// (named "nbd") once a client connects, as a systemd .socket unit would.
+	cmd := exec.Command(activate, "-l", nbdAddr, "--fdname=nbd", "-E", "NOTIFY_SOCKET="+notifyPath, "--",
+		binary, "serve", "-kis", kisDir, "-tftp-root", t.TempDir(), "-server-ip", "127.0.0.1",
+		"-tftp-addr", "127.0.0.1:0", "-nbd-addr", "127.0.0.1:0", "-allow-nonstandard-nbd-port", "-no-bootloader")
+	p := startCmd(t, cmd)
+	p.waitLog(t, `Listening on`) // systemd-socket-activate's own line
+	out, err := exec.Command(nbdinfo, "--size", "nbd://"+nbdAddr+"/leap-diskless.x86_64-1.15.3").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Equal(t, fmt.Sprint(len(image)), strings.TrimSpace(string(out)))
+	p.waitLog(t, `msg="using sockets from systemd" stream=1`)
+	p.waitLog(t, `msg="nbd listening" addr=`+regexp.QuoteMeta(nbdAddr))
+
+	require.NoError(t, notify.SetReadDeadline(time.Now().Add(30*time.Second)))
+	buf := make([]byte, 256)
+	n, err := notify.Read(buf)
+	require.NoError(t, err)
+	assert.Contains(t, string(buf[:n]), "READY=1", "sd_notify readiness")
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	assert.NoError(t, p.wait(t))
+}

@@ -85,7 +85,11 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "serve", "-kis DIR -server-ip IP [flags]")
 	var c serveConfig
 	c.register(fs)
+	config := fs.String("config", "", "TOML file of settings named like these flags (tftp-root = \"/srv/tftpboot\"); flags given here win")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := applyConfigFile(fs, *config); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

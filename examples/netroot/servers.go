@@ -27,7 +27,11 @@ func runTFTP(ctx context.Context, e *env, args []string) error {
 	uploadMax := fs.Int64("upload-max", 64<<20, "largest upload accepted, in bytes")
 	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "how long running transfers may finish after SIGINT/SIGTERM")
 	metrics := fs.String("metrics-addr", "", "serve Prometheus metrics on this address")
+	config := fs.String("config", "", "TOML file of settings named like these flags; flags given here win")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := applyConfigFile(fs, *config); err != nil {
 		return err
 	}
 	if fi, err := os.Stat(*root); err != nil || !fi.IsDir() {
