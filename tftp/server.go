@@ -622,6 +622,10 @@ func (t *transfer) finish() {
 		// PXE firmware often asks for tsize only to learn the size and then refuses the OACK.
 		s.failed.Add(1)
 		s.logger().Info("tftp: client refused the options", append(attrs, "err", t.info.Err)...)
+	case errors.Is(t.info.Err, ErrFileNotFound):
+		// Normal: pxelinux tries pxelinux.cfg/<uuid>, <mac>, <hex ip>, ... before default.
+		s.failed.Add(1)
+		s.logger().Info("tftp: file not found", append(attrs, "err", t.info.Err)...)
 	default:
 		s.failed.Add(1)
 		s.logger().Warn("tftp: transfer failed", append(attrs, "err", t.info.Err)...)

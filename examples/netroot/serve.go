@@ -256,6 +256,11 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 		Handler: tftp.NewFileServer(c.stage.tftpRoot, &tftp.FileServerConfig{Remap: tftp.SlashPath}),
 		Logger:  e.protoLog("tftp"),
 		OnTransferDone: func(ti tftp.TransferInfo) {
+			if errors.Is(ti.Err, tftp.ErrFileNotFound) {
+				// pxelinux asks for pxelinux.cfg/<uuid>, <mac>, <hex ip>... before default.
+				e.log.Debug("tftp file not found", "client", ti.Remote, "file", ti.Filename)
+				return
+			}
 			if ti.Err != nil {
 				e.log.Warn("tftp transfer failed", "client", ti.Remote, "file", ti.Filename, "bytes", ti.Bytes, "err", ti.Err)
 				return

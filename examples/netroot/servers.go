@@ -46,6 +46,10 @@ func runTFTP(ctx context.Context, e *env, args []string) error {
 		Logger:       e.protoLog("tftp"),
 		MaxBlockSize: *maxBlk,
 		OnTransferDone: func(ti tftp.TransferInfo) {
+			if errors.Is(ti.Err, tftp.ErrFileNotFound) {
+				e.log.Debug("tftp file not found", "client", ti.Remote, "file", ti.Filename)
+				return
+			}
 			if ti.Err != nil {
 				e.log.Warn("tftp transfer failed", "client", ti.Remote, "file", ti.Filename, "err", ti.Err)
 				return
