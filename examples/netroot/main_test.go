@@ -491,3 +491,45 @@ func TestSystemdSocketActivationAndNotify(t *testing.T) {
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 	assert.NoError(t, p.wait(t))
 }
+
+func TestUnprivilegedErrorsNameTheCapability(t *testing.T) {
+	peertest.Root(t, "switching to an unprivileged user with runuser")
+	runuser := peertest.Program(t, "runuser", "util-linux")
+	// The test binary's folder is private to root; let the unprivileged user run it.
+	require.NoError(t, os.Chmod(filepath.Dir(binary), 0o755))
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"tftp on port 69", []string{"tftp", "-root", "/usr/share", "-addr", "127.0.0.1:69"}, "CAP_NET_BIND_SERVICE"},
+		{"aoe raw socket", []string{"aoe", "-r", "0", "1", "lo", "/etc/hostname"}, "CAP_NET_RAW"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := exec.Command(runuser, append([]string{"-u", "nobody", "--", binary}, tc.args...)...).CombinedOutput()
+			require.Error(t, err, "%s", out)
+			assert.Contains(t, string(out), tc.want)
+			assert.Contains(t, string(out), "run as root or grant")
+		})
+	}
+}
+
+func TestInspectDrawsAProgressBarOnATerminal(t *testing.T) {
+	script := peertest.Program(t, "script", "util-linux")
+	kisDir := t.TempDir()
+	_, err := kistest.Write(kisDir, kistest.Spec{Name: "plain", Image: kistest.Image(2<<20, 3)})
+	require.NoError(t, err)
+
+	// On a terminal (script gives the command a pseudo-terminal) the check draws a bar.
+	out, err := exec.Command(script, "-qec", binary+" inspect -kis "+kisDir, "/dev/null").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, string(out), "verifying  [==============================] 100.0%")
+	assert.Regexp(t, `md5\s+ok`, string(out))
+
+	// Elsewhere it writes log lines instead.
+	out, err = exec.Command(binary, "inspect", "-kis", kisDir).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.NotContains(t, string(out), "[===")
+	assert.Contains(t, string(out), "msg=verifying")
+	assert.Regexp(t, `md5\s+ok`, string(out))
+}
