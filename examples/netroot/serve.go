@@ -65,7 +65,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.nbd, "nbd", true, "serve the root image over NBD")
 	fs.StringVar(&c.nbdAddr, "nbd-addr", ":10809", "NBD listen address; kiwi-overlay clients always use port 10809")
 	fs.StringVar(&c.export, "export", "", "NBD export name (default: the build's NAME.ARCH-VERSION)")
-	fs.BoolVar(&c.copyOnWrite, "copy-on-write", false, "give each NBD connection a private writable overlay in memory; the image is never modified")
+	fs.BoolVar(&c.copyOnWrite, "copy-on-write", false, "give each NBD connection a private writable overlay (in memory unless -cow-dir); the image is never modified. AoE always exports read-only")
 	fs.StringVar(&c.cowDir, "cow-dir", "", "with -copy-on-write: keep each connection's overlay in a temporary file here instead of memory")
 	fs.BoolVar(&c.mmap, "mmap", false, "serve the root image through a memory mapping instead of pread")
 	fs.StringVar(&c.aoeIface, "aoe-iface", "", "also serve the root image over AoE on this interface (needs CAP_NET_RAW)")
@@ -100,12 +100,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 
 // running is what serve started, for the demo's printout.
 type running struct {
-	build    kis.Build
-	tftpAddr string
-	nbdAddr  string
-	export   string
-	cfg      *pxecfg.Config
-	written  []string
+	tftpAddr, nbdAddr, export string
 }
 
 // check refuses setups that cannot boot a kiwi-overlay client, naming the reason.
@@ -230,12 +225,8 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	if err != nil {
 		return err
 	}
-	written, err := pxecfg.WriteDir(c.stage.tftpRoot, cfg, dirOpts)
-	if err != nil {
+	if err := writeConfigs(e, c.stage.tftpRoot, cfg, dirOpts); err != nil {
 		return err
-	}
-	for _, w := range written {
-		e.log.Info("wrote boot config", "path", w)
 	}
 
 	dev, err := openImage(b.Image, c.mmap)
@@ -246,28 +237,16 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 
 	act := socketActivation(e)
 	g := &group{}
-	run := &running{build: b, export: export, cfg: cfg, written: written}
+	run := &running{export: export}
 	stats := map[string]func() any{}
 
 	// TFTP
 	tsrv := &tftp.Server{
 		// GRUB asks for "/boot/linux": names are relative to the TFTP root, as with
 		// tftpd-hpa --secure.
-		Handler: tftp.NewFileServer(c.stage.tftpRoot, &tftp.FileServerConfig{Remap: tftp.SlashPath}),
-		Logger:  e.protoLog("tftp"),
-		OnTransferDone: func(ti tftp.TransferInfo) {
-			if errors.Is(ti.Err, tftp.ErrFileNotFound) {
-				// pxelinux asks for pxelinux.cfg/<uuid>, <mac>, <hex ip>... before default.
-				e.log.Debug("tftp file not found", "client", ti.Remote, "file", ti.Filename)
-				return
-			}
-			if ti.Err != nil {
-				e.log.Warn("tftp transfer failed", "client", ti.Remote, "file", ti.Filename, "bytes", ti.Bytes, "err", ti.Err)
-				return
-			}
-			e.log.Info("client fetched", "client", ti.Remote.Addr(), "file", ti.Filename, "bytes", ti.Bytes,
-				"blksize", ti.BlockSize, "windowsize", ti.WindowSize, "took", ti.Duration.Round(time.Millisecond))
-		},
+		Handler:        tftp.NewFileServer(c.stage.tftpRoot, &tftp.FileServerConfig{Remap: tftp.SlashPath}),
+		Logger:         e.protoLog("tftp"),
+		OnTransferDone: logTFTPTransfer(e),
 	}
 	pc := act.packetConn("tftp")
 	if pc == nil {
@@ -291,11 +270,9 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 			return err
 		}
 		nsrv := &nbd.Server{
-			Exports: set,
-			Logger:  e.protoLog("nbd"),
-			OnAttach: func(x *nbd.Export, remote net.Addr) {
-				e.log.Info("nbd client attached", "client", remote.String(), "export", x.Name)
-			},
+			Exports:  set,
+			Logger:   e.protoLog("nbd"),
+			OnAttach: logNBDAttach(e),
 		}
 		ln := act.listener("nbd")
 		if ln == nil {
@@ -322,11 +299,9 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 			Devices:          []*aoe.Device{d},
 			Logger:           e.protoLog("aoe"),
 			AnnounceInterval: c.aoeAnnounce,
-			OnDiscover: func(d *aoe.Device, initiator net.HardwareAddr) {
-				e.log.Info("aoe initiator discovered target", "initiator", initiator.String(), "device", fmt.Sprintf("e%d.%d", d.Shelf, d.Slot))
-			},
+			OnDiscover:       logAoEDiscover(e),
 		}
-		e.log.Info("aoe serving", "iface", c.aoeIface, "device", fmt.Sprintf("e%d.%d", c.aoeShelf, c.aoeSlot), "mac", conn.HardwareAddr().String(), "size", dev.Size())
+		e.log.Info("aoe serving", "iface", c.aoeIface, "device", aoeName(uint16(c.aoeShelf), uint8(c.aoeSlot)), "mac", conn.HardwareAddr().String(), "size", dev.Size())
 		g.add("aoe", func() error { return tgt.Serve(conn) }, tgt.Shutdown, tgt.Close, aoe.ErrServerClosed)
 		stats["aoe"] = func() any { return tgt.Stats() }
 	}

@@ -42,20 +42,10 @@ func runTFTP(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	srv := &tftp.Server{
-		Handler:      tftp.NewFileServer(*root, &tftp.FileServerConfig{Remap: rm}),
-		Logger:       e.protoLog("tftp"),
-		MaxBlockSize: *maxBlk,
-		OnTransferDone: func(ti tftp.TransferInfo) {
-			if errors.Is(ti.Err, tftp.ErrFileNotFound) {
-				e.log.Debug("tftp file not found", "client", ti.Remote, "file", ti.Filename)
-				return
-			}
-			if ti.Err != nil {
-				e.log.Warn("tftp transfer failed", "client", ti.Remote, "file", ti.Filename, "err", ti.Err)
-				return
-			}
-			e.log.Info("transfer done", "client", ti.Remote, "file", ti.Filename, "bytes", ti.Bytes, "took", ti.Duration.Round(time.Millisecond))
-		},
+		Handler:        tftp.NewFileServer(*root, &tftp.FileServerConfig{Remap: rm}),
+		Logger:         e.protoLog("tftp"),
+		MaxBlockSize:   *maxBlk,
+		OnTransferDone: logTFTPTransfer(e),
 	}
 	if *uploadDir != "" {
 		srv.WriteHandler = tftp.UploadServer(*uploadDir, &tftp.UploadConfig{MaxSize: *uploadMax, Remap: rm})
@@ -121,9 +111,7 @@ func runNBD(ctx context.Context, e *env, args []string) error {
 	if (*config == "") == (len(exports) == 0) {
 		return usageError{errors.New("give either -config FILE or at least one -export NAME=IMAGE")}
 	}
-	onAttach := func(x *nbd.Export, remote net.Addr) {
-		e.log.Info("nbd client attached", "client", remote.String(), "export", x.Name)
-	}
+	onAttach := logNBDAttach(e)
 	if *config != "" {
 		cf, err := nbd.ReadConfigFile(*config)
 		if err != nil {
@@ -272,11 +260,9 @@ func runAoE(ctx context.Context, e *env, args []string) error {
 		Devices:          []*aoe.Device{{Shelf: uint16(shelf), Slot: uint8(slot), Backend: dev, ReadOnly: *ro, Mask: mask}},
 		Logger:           e.protoLog("aoe"),
 		AnnounceInterval: *announce,
-		OnDiscover: func(d *aoe.Device, initiator net.HardwareAddr) {
-			e.log.Info("aoe initiator discovered target", "initiator", initiator.String(), "device", fmt.Sprintf("e%d.%d", d.Shelf, d.Slot))
-		},
+		OnDiscover:       logAoEDiscover(e),
 	}
-	e.log.Info("aoe serving", "device", fmt.Sprintf("e%d.%d", shelf, slot), "iface", a[2], "mac", conn.HardwareAddr().String(), "file", a[3], "size", dev.Size(), "read_only", *ro)
+	e.log.Info("aoe serving", "device", aoeName(uint16(shelf), uint8(slot)), "iface", a[2], "mac", conn.HardwareAddr().String(), "file", a[3], "size", dev.Size(), "read_only", *ro)
 	if *metrics != "" {
 		if err := serveMetrics(ctx, e, *metrics, map[string]func() any{"aoe": func() any { return tgt.Stats() }}); err != nil {
 			return err
