@@ -141,6 +141,7 @@ type request struct {
 	buf   []byte // whole buffer; the response is built in place
 	n     int
 	addr  [6]byte
+	src   packet.Addr // addr as the net.Addr replies go to
 	dev   *device
 	lba   uint64
 	count uint64
@@ -414,7 +415,9 @@ func (t *Target) sendBatch(fio frameIO, tx []frame) {
 func (t *Target) dispatch(r *request) bool {
 	b := r.buf[:r.n]
 	var h Header
-	src := &packet.Addr{HardwareAddr: r.addr[:]}
+	// Kept in r rather than allocated for every frame.
+	r.src = packet.Addr{HardwareAddr: r.addr[:]}
+	src := &r.src
 	if h.UnmarshalBinary(b) != nil || h.Response() {
 		t.stats.ignored.Add(1)
 		return false
@@ -756,7 +759,7 @@ func (t *Target) execute(r *request) []byte {
 					"lba", r.lba, "sectors", reqCount, "write", write, "err", err)
 				status, errReg, outData = ATAStatusReady|ATAStatusError, ATAErrorAbort, 0
 				if !write {
-					status, errReg = ATAStatusReady|ATAStatusError, ATAErrorUncorrectable
+					errReg = ATAErrorUncorrectable
 				}
 			}
 		}

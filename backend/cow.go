@@ -43,7 +43,6 @@ type CopyOnWrite struct {
 	zero    []atomic.Uint64 // bit set (and present clear): the block reads as zeroes
 	locks   [lockStripes]sync.Mutex
 	ov      overlay
-	tmpName string
 	closed  atomic.Bool
 }
 
@@ -114,8 +113,7 @@ func NewCopyOnWrite(base Device, overlay *os.File, opts *CopyOnWriteOptions) (*C
 			os.Remove(f.Name())
 			return nil, err
 		}
-		c.ov = &fileOverlay{f: f, owned: true}
-		c.tmpName = f.Name()
+		c.ov = &fileOverlay{f: f, temp: true}
 	default:
 		c.ov = &memOverlay{bs: o.BlockSize, size: size, blocks: make(map[int64][]byte)}
 	}
@@ -237,7 +235,8 @@ func (c *CopyOnWrite) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-// readAll reads len(p) bytes at off from r, accepting io.EOF only with a full count.
+// readAll reads len(p) bytes at off from r, accepting io.EOF only with a full count: a short
+// read (a file that shrank underneath the device) is io.ErrUnexpectedEOF.
 func readAll(r io.ReaderAt, p []byte, off int64) error {
 	n, err := r.ReadAt(p, off)
 	if n == len(p) {
@@ -420,11 +419,7 @@ func (c *CopyOnWrite) Close() error {
 	if c.closed.Swap(true) {
 		return fmt.Errorf("backend: close: %w", os.ErrClosed)
 	}
-	err := c.ov.close()
-	if c.tmpName != "" {
-		err = errors.Join(err, os.Remove(c.tmpName))
-	}
-	if err != nil {
+	if err := c.ov.close(); err != nil {
 		return fmt.Errorf("backend: close: %w", err)
 	}
 	return nil
@@ -432,8 +427,10 @@ func (c *CopyOnWrite) Close() error {
 
 // fileOverlay keeps changed blocks in a sparse file.
 type fileOverlay struct {
-	f     *os.File
-	owned bool
+	f *os.File
+	// temp is set when f is a temporary file created by NewCopyOnWrite, closed and removed by
+	// close; otherwise f is the caller's.
+	temp bool
 }
 
 func (o *fileOverlay) ReadAt(p []byte, off int64) (int, error)  { return o.f.ReadAt(p, off) }
@@ -445,10 +442,10 @@ func (o *fileOverlay) sync() error                              { return o.f.Syn
 func (o *fileOverlay) discard(off, n int64) { _ = punchHole(o.f, off, n) }
 
 func (o *fileOverlay) close() error {
-	if o.owned {
-		return o.f.Close()
+	if !o.temp {
+		return nil
 	}
-	return nil
+	return errors.Join(o.f.Close(), os.Remove(o.f.Name()))
 }
 
 // memOverlay keeps changed blocks in a map.

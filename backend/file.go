@@ -108,16 +108,12 @@ func window(f *os.File, path string, off, length int64) (int64, int64, error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("backend: size of %q: %w", path, err)
 	}
-	if off < 0 || length < 0 || off > fsize {
+	if off < 0 || length < 0 || off > fsize || length > fsize-off {
 		return 0, 0, fmt.Errorf("backend: %q: window offset %d length %d outside file size %d",
 			path, off, length, fsize)
 	}
 	if length == 0 {
 		length = fsize - off
-	}
-	if length > fsize-off {
-		return 0, 0, fmt.Errorf("backend: %q: window offset %d length %d outside file size %d",
-			path, off, length, fsize)
 	}
 	return off, length, nil
 }
@@ -173,25 +169,13 @@ func (d *File) split(fo, n int64) (head, mid int64) {
 	return start - fo, end - start
 }
 
-func readFull(f *os.File, p []byte, off int64) error {
-	n, err := f.ReadAt(p, off)
-	if err == io.EOF && n == len(p) {
-		err = nil
-	}
-	if err == io.EOF {
-		// The file shrank underneath the device.
-		err = io.ErrUnexpectedEOF
-	}
-	return err
-}
-
 func (d *File) pread(p []byte, fo int64) error {
 	if d.bf == nil {
-		return readFull(d.f, p, fo)
+		return readAll(d.f, p, fo)
 	}
 	head, mid := d.split(fo, int64(len(p)))
 	if head > 0 {
-		if err := readFull(d.bf, p[:head], fo); err != nil {
+		if err := readAll(d.bf, p[:head], fo); err != nil {
 			return err
 		}
 	}
@@ -201,7 +185,7 @@ func (d *File) pread(p []byte, fo int64) error {
 		}
 	}
 	if tail := int64(len(p)) - head - mid; tail > 0 {
-		return readFull(d.bf, p[head+mid:], fo+head+mid)
+		return readAll(d.bf, p[head+mid:], fo+head+mid)
 	}
 	return nil
 }
@@ -245,7 +229,7 @@ func (d *File) directIO(p []byte, fo int64, write bool) error {
 			_, err := d.f.WriteAt(p, fo)
 			return err
 		}
-		return readFull(d.f, p, fo)
+		return readAll(d.f, p, fo)
 	}
 	bp := bouncePool.Get().(*[]byte)
 	defer bouncePool.Put(bp)
@@ -258,7 +242,7 @@ func (d *File) directIO(p []byte, fo int64, write bool) error {
 				return err
 			}
 		} else {
-			if err := readFull(d.f, b, fo); err != nil {
+			if err := readAll(d.f, b, fo); err != nil {
 				return err
 			}
 			copy(p, b)
@@ -279,54 +263,39 @@ func (d *File) Sync() error {
 // Trim implements Trimmer by punching a hole; where the file system or device cannot, it writes
 // zeroes instead, so the range always reads as zeroes afterwards.
 func (d *File) Trim(off, n int64) error {
-	if d.readOnly {
-		return ErrReadOnly
-	}
-	if err := CheckRange("trim", off, n, d.size); err != nil {
-		return err
-	}
-	if n == 0 {
-		return nil
-	}
-	if !d.noPunch.Load() {
-		err := punchHole(d.f, d.base+off, n)
-		if err == nil {
-			return nil
-		}
-		if !fallbackOK(err) {
-			return fmt.Errorf("backend: trim %d+%d: %w", off, n, err)
-		}
-		if unsupported(err) {
-			d.noPunch.Store(true)
-		}
-	}
-	return d.writeZeroes("trim", off, n)
+	return d.zero("trim", off, n, &d.noPunch, punchHole)
 }
 
 // ZeroAt implements Zeroer with fallocate ZERO_RANGE, falling back to writing zeroes.
 func (d *File) ZeroAt(off, n int64) error {
+	return d.zero("zero", off, n, &d.noZeroRange, zeroRange)
+}
+
+// zero makes [off, off+n) read as zeroes with falloc, falling back to writing zeroes; no
+// remembers that falloc is unsupported, so that later calls go straight to the fallback.
+func (d *File) zero(op string, off, n int64, no *atomic.Bool, falloc func(*os.File, int64, int64) error) error {
 	if d.readOnly {
 		return ErrReadOnly
 	}
-	if err := CheckRange("zero", off, n, d.size); err != nil {
+	if err := CheckRange(op, off, n, d.size); err != nil {
 		return err
 	}
 	if n == 0 {
 		return nil
 	}
-	if !d.noZeroRange.Load() {
-		err := zeroRange(d.f, d.base+off, n)
+	if !no.Load() {
+		err := falloc(d.f, d.base+off, n)
 		if err == nil {
 			return nil
 		}
 		if !fallbackOK(err) {
-			return fmt.Errorf("backend: zero %d+%d: %w", off, n, err)
+			return fmt.Errorf("backend: %s %d+%d: %w", op, off, n, err)
 		}
 		if unsupported(err) {
-			d.noZeroRange.Store(true)
+			no.Store(true)
 		}
 	}
-	return d.writeZeroes("zero", off, n)
+	return d.writeZeroes(op, off, n)
 }
 
 // zeroes is a read-only source of zero bytes for writeZeroes.

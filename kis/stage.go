@@ -174,7 +174,7 @@ func stageFile(ctx context.Context, src, root, rel string, noLink bool) (StagedF
 
 // tempName returns an unused name next to path for a temporary file.
 func tempName(path string) (string, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	f, err := createTemp(path)
 	if err != nil {
 		return "", err
 	}
@@ -190,7 +190,7 @@ func cloneOrCopy(ctx context.Context, src, dst string, sst os.FileInfo) (m Metho
 		return "", fmt.Errorf("kis: %w", err)
 	}
 	defer in.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-*")
+	tmp, err := createTemp(dst)
 	if err != nil {
 		return "", fmt.Errorf("kis: %w", err)
 	}

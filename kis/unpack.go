@@ -152,9 +152,15 @@ func writeStamp(raw string, c Checksum) error {
 	return writeAtomic(raw+stampSuffix, []byte(stamp(c, st)))
 }
 
+// createTemp creates a hidden temporary file next to path and named after it, to be renamed to
+// path once complete.
+func createTemp(path string) (*os.File, error) {
+	return os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+}
+
 // writeAtomic writes a small file through a temporary file and a rename.
 func writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	f, err := createTemp(path)
 	if err != nil {
 		return fmt.Errorf("kis: %w", err)
 	}
@@ -182,9 +188,8 @@ func decompressImage(ctx context.Context, src, raw string, c Checksum, progress 
 		return err
 	}
 	defer f.Close()
-	if cs := c.CompressedSize(); cs >= 0 && cs != pr.total {
-		return fmt.Errorf("kis: %s is %d bytes, its md5 file says %d*%d = %d: %w",
-			src, pr.total, c.CompressedBlocks, c.CompressedBlockSize, cs, ErrChecksum)
+	if err := checkCompressedSize(src, pr.total, c); err != nil {
+		return err
 	}
 	zr, err := newXZReader(pr, src)
 	if err != nil {
@@ -205,7 +210,7 @@ func writeImage(raw string, r io.Reader, c Checksum, from string) (err error) {
 	if err := os.Remove(raw + stampSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("kis: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(raw), "."+filepath.Base(raw)+".tmp-*")
+	tmp, err := createTemp(raw)
 	if err != nil {
 		return fmt.Errorf("kis: %w", err)
 	}
@@ -382,7 +387,7 @@ func writeStampIfMatches(ctx context.Context, raw string, c Checksum) error {
 
 // copyAtomic copies r into path through a temporary file and a rename.
 func copyAtomic(path string, r io.Reader) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	tmp, err := createTemp(path)
 	if err != nil {
 		return err
 	}

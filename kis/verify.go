@@ -112,9 +112,8 @@ func verifyFile(ctx context.Context, file string, c Checksum, compressed bool, p
 	}
 	defer f.Close()
 	if compressed {
-		if cs := c.CompressedSize(); cs >= 0 && cs != pr.total {
-			return fmt.Errorf("kis: %s is %d bytes, its md5 file says %d*%d = %d: %w",
-				file, pr.total, c.CompressedBlocks, c.CompressedBlockSize, cs, ErrChecksum)
+		if err := checkCompressedSize(file, pr.total, c); err != nil {
+			return err
 		}
 	} else if pr.total != c.Size() {
 		return fmt.Errorf("kis: %s is %d bytes, its md5 file says %d*%d = %d: %w",
@@ -133,6 +132,15 @@ func verifyFile(ctx context.Context, file string, c Checksum, compressed bool, p
 	}
 	pr.finish()
 	return compareSum(file, h, n, c)
+}
+
+// checkCompressedSize checks the size of the compressed file against c, when c records one.
+func checkCompressedSize(file string, size int64, c Checksum) error {
+	if cs := c.CompressedSize(); cs >= 0 && cs != size {
+		return fmt.Errorf("kis: %s is %d bytes, its md5 file says %d*%d = %d: %w",
+			file, size, c.CompressedBlocks, c.CompressedBlockSize, cs, ErrChecksum)
+	}
+	return nil
 }
 
 // compareSum checks the MD5 and size of the uncompressed data read from file.

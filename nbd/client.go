@@ -230,7 +230,7 @@ func (c *Client) greet(ctx context.Context) error {
 		return err
 	}
 	if c.opts.TLSConfig != nil {
-		if _, err := c.simpleOption(OptStartTLS, nil); err != nil {
+		if err := c.simpleOption(OptStartTLS, nil); err != nil {
 			return fmt.Errorf("nbd: TLS required by the client: %w", err)
 		}
 		tc := tls.Client(c.nc, c.opts.TLSConfig)
@@ -243,7 +243,7 @@ func (c *Client) greet(ctx context.Context) error {
 		c.tls = true
 	}
 	if !c.opts.NoStructuredReplies {
-		_, err := c.simpleOption(OptStructuredReply, nil)
+		err := c.simpleOption(OptStructuredReply, nil)
 		var oe *OptionError
 		switch {
 		case err == nil:
@@ -298,18 +298,18 @@ func (c *Client) readOptionReply(opt Option) (ReplyType, []byte, error) {
 }
 
 // simpleOption sends an option whose only good reply is NBD_REP_ACK.
-func (c *Client) simpleOption(opt Option, data []byte) (ReplyType, error) {
+func (c *Client) simpleOption(opt Option, data []byte) error {
 	if err := c.sendOption(opt, data); err != nil {
-		return 0, err
+		return err
 	}
 	typ, _, err := c.readOptionReply(opt)
 	if err != nil {
-		return typ, err
+		return err
 	}
 	if typ != RepAck {
-		return typ, fmt.Errorf("nbd: unexpected reply %s to %s", typ, opt)
+		return fmt.Errorf("nbd: unexpected reply %s to %s", typ, opt)
 	}
-	return typ, nil
+	return nil
 }
 
 func (c *Client) checkNegotiating() error {
@@ -680,7 +680,8 @@ func (c *Client) split(ctx context.Context, cmd Command, p []byte, off int64, fl
 	max := c.maxRequest()
 	var calls []*call
 	var err error
-	for done := 0; done < len(p) || (len(p) == 0 && done == 0 && calls == nil); {
+	// An empty p still makes one request, of length 0.
+	for done := 0; ; {
 		k := min(len(p)-done, max)
 		var cl *call
 		cl, err = c.start(Request{Type: cmd, Flags: flags, Offset: uint64(off) + uint64(done), Length: uint32(k)}, p[done:done+k])
@@ -688,8 +689,7 @@ func (c *Client) split(ctx context.Context, cmd Command, p []byte, off int64, fl
 			break
 		}
 		calls = append(calls, cl)
-		done += k
-		if len(p) == 0 {
+		if done += k; done == len(p) {
 			break
 		}
 	}

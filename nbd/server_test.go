@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -106,9 +107,18 @@ func TestAttachHookAndLimits(t *testing.T) {
 	assert.Equal(t, nbd.RepErrPolicy, oe.Reply)
 	require.NoError(t, c.Close())
 
-	mu.Lock()
-	defer mu.Unlock()
-	assert.Equal(t, []string{"one@127.0.0.1", "lan@127.0.0.1", "one@127.0.0.1"}, attached)
+	// The hook runs on the server's side of each connection after the GO reply, so attaches
+	// of different connections may be reported late and in either order.
+	got := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(attached)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(got()) < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	assert.ElementsMatch(t, []string{"one@127.0.0.1", "lan@127.0.0.1", "one@127.0.0.1"}, got())
 }
 
 func TestServerMaxConnections(t *testing.T) {

@@ -145,7 +145,8 @@ func (c *Cmdline) String() string {
 	return strings.Join(append(c.Args(), c.Extra...), " ")
 }
 
-// overlayKeys are the keys Parse moves into Options (root= aside).
+// overlayKeys are the keys of Options (root= aside): Parse takes them out of Extra, and
+// Validate refuses them there.
 var overlayKeys = map[string]bool{
 	KeyWrite: true, KeyReadOnly: true, KeySize: true, KeyDebug: true, KeyRootFlags: true,
 }
@@ -167,15 +168,9 @@ func Parse(cmdline string) (*Cmdline, error) {
 	var root *Arg
 	for _, f := range Fields(cmdline) {
 		a := SplitArg(f)
-		switch {
-		case a.Key == KeyRoot:
-			root = &a
-			continue
-		case !overlayKeys[a.Key]:
-			c.Extra = append(c.Extra, f)
-			continue
-		}
 		switch a.Key {
+		case KeyRoot:
+			root = &a
 		case KeyWrite:
 			c.Options.Write = a.Value
 		case KeySize:
@@ -186,6 +181,8 @@ func Parse(cmdline string) (*Cmdline, error) {
 			c.Options.ReadOnly = argBool(a)
 		case KeyDebug:
 			c.Options.Debug = argBool(a)
+		default:
+			c.Extra = append(c.Extra, f)
 		}
 	}
 	if root == nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -118,6 +117,3 @@ func hasDirective(e *Entry, kw string) bool {
 	}
 	return false
 }
-
-// ipxeTimeout is the timeout in milliseconds for iPXE's choose command.
-func ipxeTimeout(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // checkIPXEWord rejects a word iPXE would not pass through unchanged: iPXE splits lines on
@@ -150,3 +152,6 @@ func initrdNames(n int) []string {
 	}
 	return names
 }
+
+// ipxeTimeout is the timeout in milliseconds for iPXE's choose command.
+func ipxeTimeout(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }

@@ -1,6 +1,7 @@
 package tftp
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -52,9 +53,12 @@ func SlashPath(name string) string {
 // FoldCase lower-cases a name, for clients that do not preserve case (serve a lower-case tree).
 func FoldCase(name string) string { return strings.ToLower(name) }
 
-// cleanName checks that name stays under a root and returns it unchanged, or an error saying
-// why it is refused.
-func cleanName(name string) (string, error) {
+// cleanName applies remap, if not nil, to name and checks that the result stays under a root.
+// It returns that result, or an error saying why it is refused.
+func cleanName(name string, remap func(string) string) (string, error) {
+	if remap != nil {
+		name = remap(name)
+	}
 	switch {
 	case strings.IndexByte(name, 0) >= 0:
 		return "", fmt.Errorf("tftp: name %q contains a NUL byte", name)
@@ -73,11 +77,7 @@ func (fsrv *fileServer) ServeTFTP(w ResponseWriter, r *Request) {
 		w.Error(ErrAccessViolation, "read-only server")
 		return
 	}
-	name := r.Filename
-	if fsrv.cfg.Remap != nil {
-		name = fsrv.cfg.Remap(name)
-	}
-	name, err := cleanName(name)
+	name, err := cleanName(r.Filename, fsrv.cfg.Remap)
 	if err != nil {
 		w.Error(ErrAccessViolation, err.Error())
 		return
@@ -130,7 +130,7 @@ func FSServer(fsys fs.FS) Handler {
 			w.Error(ErrAccessViolation, "read-only server")
 			return
 		}
-		name, err := cleanName(r.Filename)
+		name, err := cleanName(r.Filename, nil)
 		if err != nil {
 			w.Error(ErrAccessViolation, err.Error())
 			return
@@ -156,7 +156,7 @@ func FSServer(fsys fs.FS) Handler {
 			w.Error(ErrNotDefined, "read error")
 			return
 		}
-		_ = w.ServeContent(strings.NewReader(string(b)), int64(len(b)))
+		_ = w.ServeContent(bytes.NewReader(b), int64(len(b)))
 	})
 }
 
@@ -201,11 +201,7 @@ func (u *uploadServer) ServeTFTP(w ResponseWriter, r *Request) {
 		w.Error(ErrIllegalOperation, "upload-only handler")
 		return
 	}
-	name := r.Filename
-	if u.cfg.Remap != nil {
-		name = u.cfg.Remap(name)
-	}
-	name, err := cleanName(name)
+	name, err := cleanName(r.Filename, u.cfg.Remap)
 	if err != nil {
 		w.Error(ErrAccessViolation, err.Error())
 		return

@@ -115,7 +115,7 @@ func (pr *progress) retransmitted(n int) {
 
 func backoff(d time.Duration) time.Duration { return min(2*d, maxBackoff) }
 
-// waitAck sends pkt (an OACK) until the peer acknowledges it with ACK 0.
+// waitAck0 sends pkt (an OACK) until the peer acknowledges it with ACK 0.
 func waitAck0(l *link, p params, pkt []byte, pr *progress) error {
 	if err := l.send(pkt); err != nil {
 		return err

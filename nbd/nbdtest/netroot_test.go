@@ -2,7 +2,6 @@ package nbdtest_test
 
 import (
 	"context"
-	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,15 +21,20 @@ func serve(t *testing.T, srv *nbd.Server) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	serveOn(t, srv, l)
+	return l.Addr().String()
+}
+
+// serveOn runs srv on l until the test ends.
+func serveOn(t *testing.T, srv *nbd.Server, l net.Listener) {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(l) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		assert.NoError(t, srv.Shutdown(ctx))
-		assert.True(t, errors.Is(<-done, nbd.ErrServerClosed))
+		assert.ErrorIs(t, <-done, nbd.ErrServerClosed)
 	})
-	return l.Addr().String()
 }
 
 // TestNetroot runs the suite against netroot's own server with the document's recommended
@@ -64,13 +68,6 @@ func TestNetrootFromNBDServerConfig(t *testing.T) {
 	srv, closeDevices, err := cfg.NewServer(nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, closeDevices()) })
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		assert.NoError(t, srv.Shutdown(ctx))
-		assert.ErrorIs(t, <-done, nbd.ErrServerClosed)
-	})
+	serveOn(t, srv, l)
 	nbdtest.Run(t, l.Addr().String(), &nbdtest.Options{Export: "rw", Size: imageSize, ReadOnlyExport: "ro"})
 }
