@@ -533,3 +533,37 @@ func TestInspectDrawsAProgressBarOnATerminal(t *testing.T) {
 	assert.Contains(t, string(out), "msg=verifying")
 	assert.Regexp(t, `md5\s+ok`, string(out))
 }
+
+func TestStageAndPXECommands(t *testing.T) {
+	kisDir, _, spec := fakeBuild(t, []byte("the initrd"))
+	tftpRoot := t.TempDir()
+
+	out, err := exec.Command(binary, "stage", "-kis", kisDir, "-tftp-root", tftpRoot, "-per-build").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, string(out), "boot/leap-diskless.x86_64-1.15.3/linux")
+	kernel, err := os.ReadFile(filepath.Join(tftpRoot, "boot", "leap-diskless.x86_64-1.15.3", "linux"))
+	require.NoError(t, err)
+	assert.Equal(t, spec.Kernel, kernel)
+	initrd, err := os.ReadFile(filepath.Join(tftpRoot, "boot", "leap-diskless.x86_64-1.15.3", "initrd"))
+	require.NoError(t, err)
+	assert.Equal(t, []byte("the initrd"), initrd)
+
+	out, err = exec.Command(binary, "pxe", "-tftp-root", tftpRoot, "-aoe", "e2.5", "-overlay-size", "25%",
+		"-mac", "52:54:00:00:00:01", "-ip", "192.0.2.0/24", "-kernel-path", "boot/leap-diskless.x86_64-1.15.3/linux",
+		"-initrd-path", "boot/leap-diskless.x86_64-1.15.3/initrd").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	for _, name := range []string{"01-52-54-00-00-00-01", "C00002"} {
+		b, err := os.ReadFile(filepath.Join(tftpRoot, "pxelinux.cfg", name))
+		require.NoError(t, err, "per-client file %s", name)
+		assert.Contains(t, string(b), "root=overlay:aoe=e2.5")
+		assert.Contains(t, string(b), "rd.root.overlay.size=25%")
+		assert.Contains(t, string(b), "rd.driver.pre=aoe")
+		assert.Contains(t, string(b), "LINUX boot/leap-diskless.x86_64-1.15.3/linux")
+	}
+	_, err = os.Stat(filepath.Join(tftpRoot, "pxelinux.cfg", "default"))
+	assert.ErrorIs(t, err, os.ErrNotExist, "per-client files replace the default")
+
+	out, err = exec.Command(binary, "pxe", "-tftp-root", tftpRoot, "-aoe", "eth0").CombinedOutput()
+	require.Error(t, err)
+	assert.Contains(t, string(out), "eth0")
+}
