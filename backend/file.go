@@ -283,17 +283,10 @@ func (d *File) zero(op string, off, n int64, no *atomic.Bool, falloc func(*os.Fi
 	if n == 0 {
 		return nil
 	}
-	if !no.Load() {
-		err := falloc(d.f, d.base+off, n)
-		if err == nil {
-			return nil
-		}
-		if !fallbackOK(err) {
-			return fmt.Errorf("backend: %s %d+%d: %w", op, off, n, err)
-		}
-		if unsupported(err) {
-			no.Store(true)
-		}
+	if done, err := tryFalloc(d.f, d.base+off, n, no, falloc); err != nil {
+		return fmt.Errorf("backend: %s %d+%d: %w", op, off, n, err)
+	} else if done {
+		return nil
 	}
 	return d.writeZeroes(op, off, n)
 }

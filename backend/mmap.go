@@ -243,17 +243,10 @@ func (m *Mmap) zero(op string, off, n int64, no *atomic.Bool, falloc func(*os.Fi
 	if n == 0 {
 		return nil
 	}
-	if !no.Load() {
-		err := falloc(m.f, m.base+off, n)
-		if err == nil {
-			return nil
-		}
-		if !fallbackOK(err) {
-			return fmt.Errorf("backend: %s %d+%d: %w", op, off, n, err)
-		}
-		if unsupported(err) {
-			no.Store(true)
-		}
+	if done, err := tryFalloc(m.f, m.base+off, n, no, falloc); err != nil {
+		return fmt.Errorf("backend: %s %d+%d: %w", op, off, n, err)
+	} else if done {
+		return nil
 	}
 	if err := m.guard(func() { clear(m.data[off : off+n]) }); err != nil {
 		return fmt.Errorf("backend: %s %d+%d: %w", op, off, n, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -59,6 +60,26 @@ func unsupported(err error) bool {
 // unsupported, or the range does not suit the device (block devices want sector alignment).
 func fallbackOK(err error) bool {
 	return unsupported(err) || errors.Is(err, unix.EINVAL)
+}
+
+// tryFalloc zeroes [off, off+n) of f (offsets in the file) with falloc unless *no says the
+// mode is unsupported. It reports whether the range is done; false with a nil error means the
+// caller must zero it by writing. An unsupported mode is remembered in *no, so that later calls
+// go straight to the caller's fallback.
+func tryFalloc(f *os.File, off, n int64, no *atomic.Bool, falloc func(*os.File, int64, int64) error) (bool, error) {
+	if no.Load() {
+		return false, nil
+	}
+	err := falloc(f, off, n)
+	switch {
+	case err == nil:
+		return true, nil
+	case !fallbackOK(err):
+		return false, err
+	case unsupported(err):
+		no.Store(true)
+	}
+	return false, nil
 }
 
 func fdatasync(f *os.File) error {
