@@ -8,14 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
 
 	"github.com/netroot/netroot/aoe"
 	"github.com/netroot/netroot/aoe/aoetest"
@@ -61,49 +59,13 @@ func (p *vethPair) run(t *testing.T, args ...string) {
 	require.NoError(t, err, "ip %s: %s", strings.Join(args, " "), out)
 }
 
-// listenIn opens an AoE socket on ifname inside namespace ns. The socket stays in that
-// namespace; the calling thread returns to its own.
+// listenIn opens an AoE socket on ifname inside namespace ns, closed when the test ends.
 func listenIn(t *testing.T, ns, ifname string) *aoe.Conn {
 	t.Helper()
-	type result struct {
-		c   *aoe.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: err}
-			return
-		}
-		defer unix.Close(orig)
-		target, err := unix.Open(filepath.Join("/run/netns", ns), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: err}
-			return
-		}
-		defer unix.Close(target)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: err}
-			return
-		}
-		c, lerr := aoe.Listen(ifname)
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			// Leave the thread locked so that the runtime retires it with this goroutine.
-			ch <- result{c, fmt.Errorf("returning to the original namespace: %w", err)}
-			return
-		}
-		runtime.UnlockOSThread()
-		ch <- result{c, lerr}
-	}()
-	r := <-ch
-	require.NoError(t, r.err)
-	t.Cleanup(func() { _ = r.c.Close() })
-	return r.c
+	c, err := aoetest.ListenIn(ns, ifname)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
 
 func TestListenInNamespace(t *testing.T) {

@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -26,9 +25,8 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/netroot/netroot/aoe"
+	"github.com/netroot/netroot/aoe/aoetest"
 	"github.com/netroot/netroot/backend"
 )
 
@@ -203,7 +201,7 @@ func measure(name, vblade, img string, mtu int, size int64, nrand, depth int, li
 			<-done
 		}
 	}()
-	pc, err := listenIn(nsB, ifB)
+	pc, err := aoetest.ListenIn(nsB, ifB)
 	if err != nil {
 		return res, err
 	}
@@ -280,44 +278,4 @@ func cpuTime(pid int) time.Duration {
 	ut, _ := strconv.ParseInt(fields[11], 10, 64)
 	st, _ := strconv.ParseInt(fields[12], 10, 64)
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
-}
-
-// listenIn opens an AoE socket on ifname inside namespace ns.
-func listenIn(ns, ifname string) (*aoe.Conn, error) {
-	type result struct {
-		c   *aoe.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: err}
-			return
-		}
-		defer unix.Close(orig)
-		target, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: err}
-			return
-		}
-		defer unix.Close(target)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: err}
-			return
-		}
-		c, lerr := aoe.Listen(ifname)
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			ch <- result{c, err} // the thread stays locked and dies with this goroutine
-			return
-		}
-		runtime.UnlockOSThread()
-		ch <- result{c, lerr}
-	}()
-	r := <-ch
-	return r.c, r.err
 }
