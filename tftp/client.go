@@ -140,19 +140,16 @@ func (c *Client) do(ctx context.Context, op Opcode, addr, filename string, w io.
 		return done(ctxErr(err))
 	}
 	var first []byte
-	timeout, tries := p.timeout, 0
-	deadline := time.Now().Add(timeout)
+	clk := startRetryClock(p)
 	for first == nil {
-		if err := uc.SetReadDeadline(deadline); err != nil {
+		if err := uc.SetReadDeadline(clk.deadline); err != nil {
 			return done(err)
 		}
 		n, from, err := uc.ReadFromUDPAddrPort(l.rbuf)
 		if isTimeout(err) {
-			if tries++; tries > p.retries {
-				return done(fmt.Errorf("tftp: no answer from %v to %v %q after %d tries", server, op, filename, tries))
+			if !clk.retry() {
+				return done(fmt.Errorf("tftp: no answer from %v to %v %q after %d tries", server, op, filename, clk.tries))
 			}
-			timeout = backoff(timeout)
-			deadline = time.Now().Add(timeout)
 			pr.retransmitted(1)
 			if err := l.send(rrq); err != nil {
 				return done(ctxErr(err))

@@ -115,21 +115,51 @@ func (pr *progress) retransmitted(n int) {
 
 func backoff(d time.Duration) time.Duration { return min(2*d, maxBackoff) }
 
+// retryClock is a transfer's retransmission timer: the wait for the peer starts at the
+// negotiated timeout, doubles with each retry (up to maxBackoff), and starts over whenever the
+// transfer makes progress.
+type retryClock struct {
+	base     time.Duration
+	max      int
+	timeout  time.Duration
+	tries    int
+	deadline time.Time
+}
+
+func startRetryClock(p params) retryClock {
+	c := retryClock{base: p.timeout, max: p.retries}
+	c.progress()
+	return c
+}
+
+// progress starts the wait over: the peer moved the transfer on.
+func (c *retryClock) progress() {
+	c.timeout, c.tries = c.base, 0
+	c.deadline = time.Now().Add(c.timeout)
+}
+
+// retry backs off after a timeout. It reports false once the retries are used up.
+func (c *retryClock) retry() bool {
+	if c.tries++; c.tries > c.max {
+		return false
+	}
+	c.timeout = backoff(c.timeout)
+	c.deadline = time.Now().Add(c.timeout)
+	return true
+}
+
 // waitAck0 sends pkt (an OACK) until the peer acknowledges it with ACK 0.
 func waitAck0(l *link, p params, pkt []byte, pr *progress) error {
 	if err := l.send(pkt); err != nil {
 		return err
 	}
-	timeout, tries := p.timeout, 0
-	deadline := time.Now().Add(timeout)
+	clk := startRetryClock(p)
 	for {
-		b, err := l.recv(deadline)
+		b, err := l.recv(clk.deadline)
 		if isTimeout(err) {
-			if tries++; tries > p.retries {
-				return fmt.Errorf("tftp: no ACK of the OACK after %d tries", tries)
+			if !clk.retry() {
+				return fmt.Errorf("tftp: no ACK of the OACK after %d tries", clk.tries)
 			}
-			timeout = backoff(timeout)
-			deadline = time.Now().Add(timeout)
 			pr.retransmitted(1)
 			if err := l.send(pkt); err != nil {
 				return err
@@ -224,17 +254,14 @@ func sendBlocks(l *link, p params, src io.Reader, pr *progress) error {
 	if err := sendFrom(base); err != nil {
 		return err
 	}
-	timeout, tries := p.timeout, 0
-	deadline := time.Now().Add(timeout)
+	clk := startRetryClock(p)
 	for {
-		b, err := l.recv(deadline)
+		b, err := l.recv(clk.deadline)
 		if isTimeout(err) {
-			if tries++; tries > p.retries {
+			if !clk.retry() {
 				l.sendError(ErrNotDefined, "timeout")
-				return fmt.Errorf("tftp: no ACK for block %d after %d tries", base, tries)
+				return fmt.Errorf("tftp: no ACK for block %d after %d tries", base, clk.tries)
 			}
-			timeout = backoff(timeout)
-			deadline = time.Now().Add(timeout)
 			if err := sendFrom(base); err != nil {
 				return err
 			}
@@ -263,8 +290,7 @@ func sendBlocks(l *link, p params, src io.Reader, pr *progress) error {
 			return nil
 		}
 		base = k + 1
-		timeout, tries = p.timeout, 0
-		deadline = time.Now().Add(timeout)
+		clk.progress()
 		// RFC 7440: continue with the window that follows the acknowledged block. Blocks already
 		// sent after k were lost or are about to be, as the receiver acknowledges early only then.
 		if err := sendFrom(base); err != nil {
@@ -292,23 +318,20 @@ func recvBlocks(l *link, p params, dst io.Writer, lastSent []byte, first []byte,
 		lastSent = ack
 		return l.send(ack)
 	}
-	timeout, tries := p.timeout, 0
-	deadline := time.Now().Add(timeout)
+	clk := startRetryClock(p)
 	for {
 		var b []byte
 		var err error
 		if first != nil {
 			b, first = first, nil
 		} else {
-			b, err = l.recv(deadline)
+			b, err = l.recv(clk.deadline)
 		}
 		if isTimeout(err) {
-			if tries++; tries > p.retries {
+			if !clk.retry() {
 				l.sendError(ErrNotDefined, "timeout")
-				return nil, fmt.Errorf("tftp: no DATA block %d after %d tries", next, tries)
+				return nil, fmt.Errorf("tftp: no DATA block %d after %d tries", next, clk.tries)
 			}
-			timeout = backoff(timeout)
-			deadline = time.Now().Add(timeout)
 			gapAckd = false
 			pr.retransmitted(1)
 			if err := l.send(lastSent); err != nil {
@@ -365,8 +388,7 @@ func recvBlocks(l *link, p params, dst io.Writer, lastSent []byte, first []byte,
 		k := next
 		next++
 		gapAckd = false
-		timeout, tries = p.timeout, 0
-		deadline = time.Now().Add(timeout)
+		clk.progress()
 		if len(data) < p.blksize {
 			if holdFinal {
 				binary.BigEndian.PutUint16(ack[2:], uint16(k))
