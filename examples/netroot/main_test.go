@@ -114,32 +114,34 @@ func (p *proc) log() string {
 	return strings.Join(p.lines, "\n")
 }
 
+// match returns the submatches of the first log line so far that matches rx, or nil.
+func (p *proc) match(rx *regexp.Regexp) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.lines {
+		if m := rx.FindStringSubmatch(l); m != nil {
+			return m
+		}
+	}
+	return nil
+}
+
 // waitLog waits for a log line matching re and returns its submatches.
 func (p *proc) waitLog(t *testing.T, re string) []string {
 	t.Helper()
 	rx := regexp.MustCompile(re)
 	deadline := time.After(60 * time.Second)
 	for {
-		p.mu.Lock()
-		for _, l := range p.lines {
-			if m := rx.FindStringSubmatch(l); m != nil {
-				p.mu.Unlock()
-				return m
-			}
+		if m := p.match(rx); m != nil {
+			return m
 		}
-		p.mu.Unlock()
 		select {
 		case <-p.more:
 		case <-p.done:
-			// Drain lines written just before exit.
-			p.mu.Lock()
-			for _, l := range p.lines {
-				if m := rx.FindStringSubmatch(l); m != nil {
-					p.mu.Unlock()
-					return m
-				}
+			// Lines written just before the exit are collected by now.
+			if m := p.match(rx); m != nil {
+				return m
 			}
-			p.mu.Unlock()
 			t.Fatalf("netroot exited (%v) before logging %q", p.err, re)
 		case <-deadline:
 			t.Fatalf("netroot did not log %q within 60s", re)

@@ -80,6 +80,15 @@ func (r *rootFlags) parseRoot() (overlaycmdline.Root, error) {
 	}
 }
 
+// cmdline is the kernel command line chosen by the root flags plus extra options.
+func (r *rootFlags) cmdline(extra string) (string, error) {
+	root, err := r.parseRoot()
+	if err != nil {
+		return "", err
+	}
+	return kernelCmdline(root, r.options(), nil, extra)
+}
+
 // kernelCmdline composes the kernel command line of a boot entry: KIWI's suggested options
 // (without its root=), then the overlay root and options, then the operator's extra options;
 // later arguments replace earlier ones with the same key.
@@ -128,11 +137,7 @@ func runCmdline(_ context.Context, e *env, args []string) error {
 		}
 		return w.Flush()
 	}
-	root, err := rf.parseRoot()
-	if err != nil {
-		return err
-	}
-	line, err := kernelCmdline(root, rf.options(), nil, *extra)
+	line, err := rf.cmdline(*extra)
 	if err != nil {
 		return err
 	}
@@ -415,11 +420,7 @@ func runPXE(_ context.Context, e *env, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	root, err := rf.parseRoot()
-	if err != nil {
-		return err
-	}
-	line, err := kernelCmdline(root, rf.options(), nil, *extra)
+	line, err := rf.cmdline(*extra)
 	if err != nil {
 		return err
 	}
