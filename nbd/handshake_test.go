@@ -9,6 +9,7 @@ import (
 
 	"github.com/netroot/netroot/backend"
 	"github.com/netroot/netroot/nbd"
+	"github.com/netroot/netroot/nbd/nbdtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -244,7 +245,7 @@ func TestHandshakeMetaContext(t *testing.T) {
 func TestHandshakeStartTLSResetsState(t *testing.T) {
 	// Covered with real TLS in TestTLS; here only the option errors of a TLS server.
 	srv := &nbd.Server{Exports: coreExports(t, &nbd.Export{Name: "x", Device: backend.NewMemory(512)}),
-		TLSConfig: testTLSConfig(t), TLSMode: nbd.TLSRequired}
+		TLSConfig: nbdtest.NewPKI(t).ServerConfig(false), TLSMode: nbd.TLSRequired}
 	addr := coreServe(t, srv)
 	r := dialRaw(t, addr, nbd.FlagCFixedNewstyle)
 	for _, opt := range []nbd.Option{nbd.OptList, nbd.OptInfo, nbd.OptGo, nbd.OptStructuredReply} {

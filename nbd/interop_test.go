@@ -3,17 +3,9 @@ package nbd_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	mrand "math/rand/v2"
 	"net"
 	"net/netip"
@@ -31,6 +23,7 @@ import (
 	"github.com/netroot/netroot/backend"
 	"github.com/netroot/netroot/internal/peertest"
 	"github.com/netroot/netroot/nbd"
+	"github.com/netroot/netroot/nbd/nbdtest"
 )
 
 // Interop tests: netroot's Server driven by the real clients that boot machines and move images
@@ -447,72 +440,17 @@ func TestInteropNBDClientList(t *testing.T) {
 	})
 }
 
-// interopPKI writes a CA, a server certificate for 127.0.0.1 and a client certificate in the
-// layout libnbd's tls-certificates directory expects (ca-cert.pem, client-cert.pem,
-// client-key.pem), and returns the server's certificate and the CA pool.
-func interopPKI(t *testing.T, dir string) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		require.NoError(t, err)
-		return k
-	}
-	writePEM := func(name, typ string, der []byte) {
-		require.NoError(t, os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
-	}
-	now := time.Now()
-	caKey := key()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "netroot test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	require.NoError(t, err)
-	ca, err := x509.ParseCertificate(caDER)
-	require.NoError(t, err)
-	writePEM("ca-cert.pem", "CERTIFICATE", caDER)
-
-	issue := func(serial int64, cn string, usage x509.ExtKeyUsage) ([]byte, *ecdsa.PrivateKey) {
-		k := key()
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
-		require.NoError(t, err)
-		return der, k
-	}
-	clientDER, clientKey := issue(3, "client", x509.ExtKeyUsageClientAuth)
-	writePEM("client-cert.pem", "CERTIFICATE", clientDER)
-	ck, err := x509.MarshalPKCS8PrivateKey(clientKey)
-	require.NoError(t, err)
-	writePEM("client-key.pem", "PRIVATE KEY", ck)
-
-	serverDER, serverKey := issue(2, "127.0.0.1", x509.ExtKeyUsageServerAuth)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return tls.Certificate{Certificate: [][]byte{serverDER}, PrivateKey: serverKey}, pool
-}
-
 func TestInteropTLS(t *testing.T) {
 	nbdinfo := peertest.Program(t, "nbdinfo", "libnbd-bin")
 	nbdcopy := peertest.Program(t, "nbdcopy", "libnbd-bin")
-	certs := t.TempDir()
-	cert, pool := interopPKI(t, certs)
+	pki := nbdtest.NewPKI(t)
+	certs := pki.Dir
 	data := interopRandom(7, 4<<20)
 	set := interopExports(t, &nbd.Export{Name: "root", Device: backend.NewMemoryFrom(data, true)})
 	addr := interopServe(t, &nbd.Server{
-		Exports: set,
-		TLSMode: nbd.TLSRequired,
-		TLSConfig: &tls.Config{
-			Certificates: []tls.Certificate{cert},
-			ClientCAs:    pool,
-			ClientAuth:   tls.RequireAndVerifyClientCert,
-			MinVersion:   tls.VersionTLS12,
-		},
+		Exports:   set,
+		TLSMode:   nbd.TLSRequired,
+		TLSConfig: pki.ServerConfig(true),
 	})
 	tlsURI := "nbds://" + addr + "/root?tls-certificates=" + certs
 

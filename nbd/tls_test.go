@@ -2,78 +2,28 @@ package nbd_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/netroot/netroot/backend"
 	"github.com/netroot/netroot/nbd"
+	"github.com/netroot/netroot/nbd/nbdtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-// testCA is a throw-away certificate authority.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t testing.TB) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "netroot test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert, key, pool}
-}
-
-// issue returns a leaf certificate for 127.0.0.1, usable by servers and clients.
-func (ca *testCA) issue(t testing.TB, serial int64) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	require.NoError(t, err)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-func testTLSConfig(t testing.TB) *tls.Config {
-	ca := newTestCA(t)
-	return &tls.Config{Certificates: []tls.Certificate{ca.issue(t, 2)}}
-}
-
 func TestTLS(t *testing.T) {
-	ca := newTestCA(t)
-	serverCert := ca.issue(t, 2)
-	clientCert := ca.issue(t, 3)
-	otherCA := newTestCA(t)
-	strangerCert := otherCA.issue(t, 4)
+	pki := nbdtest.NewPKI(t)
+	serverCert, clientCert := pki.Server, pki.Client
+	strangerCert := nbdtest.NewPKI(t).Client // signed by another CA
 	exports := func() *nbd.ExportSet {
 		return coreExports(t,
 			&nbd.Export{Name: "open", Device: patterned(4096)},
 			&nbd.Export{Name: "secret", Device: patterned(8192), TLS: nbd.TLSRequired})
 	}
 	clientTLS := func(cert *tls.Certificate) *tls.Config {
-		c := &tls.Config{RootCAs: ca.pool, ServerName: "127.0.0.1"}
+		c := &tls.Config{RootCAs: pki.Pool, ServerName: "127.0.0.1"}
 		if cert != nil {
 			c.Certificates = []tls.Certificate{*cert}
 		}
@@ -104,7 +54,7 @@ func TestTLS(t *testing.T) {
 			cfg := &tls.Config{Certificates: []tls.Certificate{serverCert}}
 			if tt.verify {
 				cfg.ClientAuth = tls.RequireAndVerifyClientCert
-				cfg.ClientCAs = ca.pool
+				cfg.ClientCAs = pki.Pool
 			}
 			addr := coreServe(t, &nbd.Server{Exports: exports(), TLSConfig: cfg, TLSMode: tt.mode})
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -142,11 +92,11 @@ func TestTLS(t *testing.T) {
 }
 
 func TestTLSListHidesSecretExports(t *testing.T) {
-	ca := newTestCA(t)
+	pki := nbdtest.NewPKI(t)
 	srv := &nbd.Server{
 		Exports: coreExports(t, &nbd.Export{Name: "open", Device: backend.NewMemory(512)},
 			&nbd.Export{Name: "secret", Device: backend.NewMemory(512), TLS: nbd.TLSRequired}),
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{ca.issue(t, 2)}},
+		TLSConfig: pki.ServerConfig(false),
 	}
 	addr := coreServe(t, srv)
 	ctx := context.Background()
@@ -154,7 +104,7 @@ func TestTLSListHidesSecretExports(t *testing.T) {
 		var cfg *tls.Config
 		want := []string{"open"}
 		if withTLS {
-			cfg = &tls.Config{RootCAs: ca.pool, ServerName: "127.0.0.1"}
+			cfg = &tls.Config{RootCAs: pki.Pool, ServerName: "127.0.0.1"}
 			want = []string{"open", "secret"}
 		}
 		c, err := nbd.Dial(ctx, "tcp", addr, &nbd.DialOptions{TLSConfig: cfg})
