@@ -10,8 +10,6 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
 // Default places of kernel and initrd inside the TFTP root, as in KIWI's PXE documentation.
@@ -201,7 +199,7 @@ func cloneOrCopy(ctx context.Context, src, dst string, sst os.FileInfo) (m Metho
 		}
 	}()
 	m = Reflinked
-	if unix.IoctlFileClone(int(tmp.Fd()), int(in.Fd())) != nil {
+	if reflink(tmp, in) != nil {
 		m = Copied
 		if _, err := io.Copy(tmp, &ctxReader{ctx: ctx, r: in}); err != nil {
 			return "", fmt.Errorf("kis: copying %s to %s: %w", src, dst, err)
