@@ -191,10 +191,11 @@ func decompressImage(ctx context.Context, src, raw string, c Checksum, progress 
 	if err := checkCompressedSize(src, pr.total, c); err != nil {
 		return err
 	}
-	zr, err := newXZReader(pr, src)
+	zr, err := newXZReader(ctx, pr, src)
 	if err != nil {
 		return err
 	}
+	defer zr.Close()
 	if err := writeImage(raw, zr, c, src); err != nil {
 		return err
 	}
@@ -302,11 +303,11 @@ func extractBundle(ctx context.Context, b Build, o UnpackOptions) (Build, error)
 	if err := os.Remove(stampPath); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return Build{}, fmt.Errorf("kis: %w", err)
 	}
-	f, pr, tr, err := openBundle(ctx, b.Bundle, o.Progress)
+	tr, err := openBundle(ctx, b.Bundle, o.Progress)
 	if err != nil {
 		return Build{}, err
 	}
-	defer f.Close()
+	defer tr.Close()
 	var (
 		sum   *Checksum
 		names []string
@@ -356,7 +357,9 @@ func extractBundle(ctx context.Context, b Build, o UnpackOptions) (Build, error)
 		}
 		fmt.Fprintf(&stmp, "%d %s\n", st.Size(), fn.String())
 	}
-	pr.finish()
+	if err := tr.finish(); err != nil {
+		return Build{}, err
+	}
 	nb, err := bundleBuild(b, o.Dir, names)
 	if err != nil {
 		return Build{}, err

@@ -176,6 +176,13 @@ func TestUnpackErrors(t *testing.T) {
 			writeBundle(t, b.Bundle, []tarEntry{{id + "-6.1.kernel", []byte("k")}, {id, []byte("root")},
 				{id + ".md5", []byte(kistest.Checksum([]byte("toor"), -1))}, {id + ".initrd", []byte("i")}})
 		}, true, "netroot-test.x86_64-1.0.0 has md5 "},
+		{"corrupt compressed image", kistest.Spec{Compressed: true, Image: kistest.Image(256<<10, 5)},
+			func(t *testing.T, b *kis.Build) { flip(t, b.CompressedImage, 1000) }, false,
+			"kis: unpacking "},
+		// The xz index and footer come after the tar's last block: damage there must be found too.
+		{"bundle with a damaged xz footer", kistest.Spec{BundleOnly: true, Image: kistest.Image(64<<10, 3)},
+			func(t *testing.T, b *kis.Build) { flip(t, b.Bundle, -5) }, false,
+			"kis: bundle "},
 		{"truncated bundle", kistest.Spec{BundleOnly: true, Compressed: true, Image: kistest.Image(64<<10, 3)},
 			func(t *testing.T, b *kis.Build) { require.NoError(t, os.Truncate(b.Bundle, 30000)) }, false,
 			"kis: bundle "},

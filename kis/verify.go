@@ -2,7 +2,6 @@ package kis
 
 import (
 	"archive/tar"
-	"bufio"
 	"context"
 	"crypto/md5"
 	"errors"
@@ -12,8 +11,6 @@ import (
 	"os"
 	"path"
 	"strings"
-
-	"github.com/ulikunitz/xz"
 )
 
 // ErrChecksum is wrapped by the errors of Verify and Unpack when an image does not match its
@@ -69,15 +66,6 @@ func openProgress(ctx context.Context, path string, progress func(done, total in
 	return f, &progressReader{ctx: ctx, r: f, total: st.Size(), progress: progress}, nil
 }
 
-// newXZReader returns a streaming xz decoder over r.
-func newXZReader(r io.Reader, name string) (io.Reader, error) {
-	zr, err := xz.NewReader(bufio.NewReaderSize(r, 1<<20))
-	if err != nil {
-		return nil, fmt.Errorf("kis: %s: xz: %w", name, err)
-	}
-	return zr, nil
-}
-
 // Verify checks the build's root image against its .md5 file: the MD5 and the size the block
 // counts give, and for a compressed image also the compressed size when the .md5 records it.
 // It reads the raw image when there is one, else decompresses the .xz as a stream, else reads
@@ -121,9 +109,12 @@ func verifyFile(ctx context.Context, file string, c Checksum, compressed bool, p
 	}
 	var r io.Reader = pr
 	if compressed {
-		if r, err = newXZReader(pr, file); err != nil {
+		zr, err := newXZReader(ctx, pr, file)
+		if err != nil {
 			return err
 		}
+		defer zr.Close()
+		r = zr
 	}
 	h := md5.New()
 	n, err := io.CopyBuffer(h, r, make([]byte, 1<<20))
@@ -157,20 +148,52 @@ func compareSum(file string, h hash.Hash, n int64, c Checksum) error {
 	return nil
 }
 
-// openBundle opens a build's bundle as a tar stream, decompressing a .tar.xz.
-func openBundle(ctx context.Context, bundle string, progress func(done, total int64)) (*os.File, *progressReader, *tar.Reader, error) {
+// bundleReader reads a build's bundle as a tar stream, decompressing a .tar.xz.
+type bundleReader struct {
+	*tar.Reader
+	name string
+	f    *os.File
+	pr   *progressReader
+	zr   io.ReadCloser // the decoder of a .tar.xz, else nil
+}
+
+// openBundle opens a build's bundle. The caller closes it.
+func openBundle(ctx context.Context, bundle string, progress func(done, total int64)) (*bundleReader, error) {
 	f, pr, err := openProgress(ctx, bundle, progress)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	var r io.Reader = pr
-	if strings.HasSuffix(bundle, ".xz") {
-		if r, err = newXZReader(pr, bundle); err != nil {
-			f.Close()
-			return nil, nil, nil, err
+	br := &bundleReader{name: bundle, f: f, pr: pr}
+	if !strings.HasSuffix(bundle, ".xz") {
+		br.Reader = tar.NewReader(pr)
+		return br, nil
+	}
+	if br.zr, err = newXZReader(ctx, pr, bundle); err != nil {
+		f.Close()
+		return nil, err
+	}
+	br.Reader = tar.NewReader(br.zr)
+	return br, nil
+}
+
+// finish reads what follows the tar archive to its end, so that a .tar.xz is checked whole
+// (the xz check and index come after the tar's last block), and reports the final progress.
+func (br *bundleReader) finish() error {
+	if br.zr != nil {
+		if _, err := io.Copy(io.Discard, br.zr); err != nil {
+			return fmt.Errorf("kis: bundle %s: %w", br.name, err)
 		}
 	}
-	return f, pr, tar.NewReader(r), nil
+	br.pr.finish()
+	return nil
+}
+
+func (br *bundleReader) Close() error {
+	var err error
+	if br.zr != nil {
+		err = br.zr.Close()
+	}
+	return errors.Join(err, br.f.Close())
 }
 
 // bundleEntry checks a tar entry of the bundle of b and returns its file name. Only regular
@@ -190,11 +213,11 @@ func bundleEntry(b Build, hdr *tar.Header) (FileName, error) {
 
 // verifyBundle reads the .md5 and the image out of the bundle and checks one against the other.
 func verifyBundle(ctx context.Context, b Build, progress func(done, total int64)) error {
-	f, pr, tr, err := openBundle(ctx, b.Bundle, progress)
+	tr, err := openBundle(ctx, b.Bundle, progress)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer tr.Close()
 	var (
 		sum                       *Checksum
 		h                               = md5.New()
@@ -232,9 +255,12 @@ func verifyBundle(ctx context.Context, b Build, progress func(done, total int64)
 			var r io.Reader = tr
 			if fn.Kind == KindCompressedImage {
 				compressedSize = hdr.Size
-				if r, err = newXZReader(tr, b.Bundle+":"+imageName); err != nil {
+				zr, err := newXZReader(ctx, tr, b.Bundle+":"+imageName)
+				if err != nil {
 					return err
 				}
+				defer zr.Close()
+				r = zr
 			}
 			if n, err = io.CopyBuffer(h, r, make([]byte, 1<<20)); err != nil {
 				return fmt.Errorf("kis: bundle %s: reading %s: %w", b.Bundle, imageName, err)
@@ -245,7 +271,9 @@ func verifyBundle(ctx context.Context, b Build, progress func(done, total int64)
 			initrd = fn.String()
 		}
 	}
-	pr.finish()
+	if err := tr.finish(); err != nil {
+		return err
+	}
 	var missing []string
 	if sum == nil {
 		missing = append(missing, "md5 "+b.ID()+".md5")

@@ -52,17 +52,6 @@ func TestVerify(t *testing.T) {
 }
 
 func TestVerifyMismatch(t *testing.T) {
-	flip := func(t *testing.T, path string, off int64) {
-		f, err := os.OpenFile(path, os.O_RDWR, 0)
-		require.NoError(t, err)
-		defer f.Close()
-		var b [1]byte
-		_, err = f.ReadAt(b[:], off)
-		require.NoError(t, err)
-		b[0] ^= 0xff
-		_, err = f.WriteAt(b[:], off)
-		require.NoError(t, err)
-	}
 	for _, tc := range []struct {
 		name     string
 		spec     kistest.Spec
@@ -98,6 +87,9 @@ func TestVerifyMismatch(t *testing.T) {
 				{id, make([]byte, 8192)},
 			})
 		}, true, "netroot-test.x86_64-1.0.0.tar.xz:netroot-test.x86_64-1.0.0 has md5"},
+		// The xz index and footer come after the tar's last block: damage there must be found too.
+		{"bundle xz footer", kistest.Spec{BundleOnly: true}, func(t *testing.T, b kis.Build) { flip(t, b.Bundle, -5) }, false,
+			"kis: bundle "},
 		{"no md5", kistest.Spec{}, func(t *testing.T, b kis.Build) {}, false, "has no md5 file netroot-test.x86_64-1.0.0.md5"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -116,6 +108,25 @@ func TestVerifyMismatch(t *testing.T) {
 }
 
 func assertIsChecksum(err error) bool { return errors.Is(err, kis.ErrChecksum) }
+
+// flip inverts the byte at off in the file at path; a negative off counts from the end.
+func flip(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	if off < 0 {
+		st, err := f.Stat()
+		require.NoError(t, err)
+		off += st.Size()
+	}
+	var b [1]byte
+	_, err = f.ReadAt(b[:], off)
+	require.NoError(t, err)
+	b[0] ^= 0xff
+	_, err = f.WriteAt(b[:], off)
+	require.NoError(t, err)
+}
 
 type tarEntry struct {
 	name string
