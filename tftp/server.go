@@ -273,6 +273,13 @@ func (s *Server) closeListeners() {
 	}
 }
 
+// crowded reports whether more transfers run than there are Ps.
+func (s *Server) crowded() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active > runtime.GOMAXPROCS(0)
+}
+
 func (s *Server) timeout() time.Duration {
 	if s.Timeout > 0 {
 		return s.Timeout
@@ -390,6 +397,7 @@ func (t *transfer) open() error {
 	if int(t.srv.socks.Add(1)) <= runtime.GOMAXPROCS(0) {
 		if s, err := openSock(local, remote); err == nil {
 			t.link = &link{s: s, peer: remote, connected: true}
+			s.crowded = t.srv.crowded
 			s.lockThread()
 			context.AfterFunc(t.req.Context(), s.shutdown)
 			return nil

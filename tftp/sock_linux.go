@@ -39,6 +39,8 @@ type sock struct {
 	// nothing (see pace).
 	spinning bool
 	misses   int
+	// crowded, if set, reports that other transfers need the CPUs: then waits never poll.
+	crowded func() bool
 }
 
 // spinTime bounds one busy-poll: about two loopback round trips between CPUs here.
@@ -175,15 +177,18 @@ var spinners atomic.Int32
 // busy-poll. A thread asleep in recv is woken by the CPU that received the peer's packet: at
 // once if that is its own CPU, through an inter-processor interrupt (slow, in a virtual machine
 // above all) otherwise. So when the peer's packets arrive on another CPU, and a CPU is spare
-// (fewer transfers poll than there are CPUs but one), a wait first polls for up to spinTime;
-// when polling keeps missing (a peer farther away than that), the transfer stops polling until
-// the next decision.
+// (fewer transfers poll than there are CPUs but one, and the server is not crowded), a wait
+// first polls for up to spinTime; when polling keeps missing (a peer farther away than that),
+// the transfer stops polling until the next decision.
 func (s *sock) pace() {
 	if s.spinning {
 		s.spinning = false
 		spinners.Add(-1)
 	}
 	s.misses = 0
+	if s.crowded != nil && s.crowded() {
+		return
+	}
 	cpu, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_INCOMING_CPU)
 	if err != nil || cpu < 0 {
 		return

@@ -9,7 +9,7 @@ import (
 )
 
 // sock is Linux's blocking transfer socket; elsewhere transfers use package net.
-type sock struct{}
+type sock struct{ crowded func() bool }
 
 func openSock(netip.Addr, netip.AddrPort) (*sock, error) {
 	return nil, errors.New("tftp: no raw transfer sockets on this system")
