@@ -19,7 +19,8 @@ import (
 // wakes the very thread that waits for the ACK, on the CPU the kernel picks for it, in one
 // system call; a netpoller socket costs a failed read, an epoll wake-up of another thread and a
 // hand-over of the goroutine on every block. Each transfer waiting in recv holds an OS thread,
-// so the server uses this socket for a bounded number of transfers at once (see sockSlots).
+// so the server uses this socket for no more transfers at once than there are Ps (see
+// transfer.open).
 type sock struct {
 	fd int
 	// mu orders shutdown (any goroutine) against close (the owner), so that shutdown never acts
