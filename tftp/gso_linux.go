@@ -34,7 +34,9 @@ func (l *link) sendSegments(b []byte, seg int) error {
 		}
 		binary.NativeEndian.PutUint16(l.oob[syscall.CmsgLen(0):], uint16(seg))
 		var err error
-		if l.connected {
+		if l.s != nil {
+			err = l.s.sendmsg(b[:chunk], l.oob)
+		} else if l.connected {
 			_, _, err = l.c.WriteMsgUDP(b[:chunk], l.oob, nil)
 		} else {
 			_, _, err = l.c.WriteMsgUDPAddrPort(b[:chunk], l.oob, l.peer)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -353,4 +354,33 @@ func TestWildcardAnswersFromRequestAddress(t *testing.T) {
 			assert.Equal(t, []string{"127.0.0.2", "127.0.0.3"}, locals, "Request.LocalAddr")
 		})
 	}
+}
+
+// TestConcurrentTransfers runs more transfers at once than there are Ps: the first ones get a
+// blocking socket and a thread of their own, the rest use the netpoller, and all arrive
+// byte-exact and are counted.
+func TestConcurrentTransfers(t *testing.T) {
+	content := randomBytes(300_000, 7)
+	srv := &tftp.Server{Handler: tftp.HandlerFunc(func(w tftp.ResponseWriter, r *tftp.Request) {
+		_ = w.ServeContent(bytesReader(content), int64(len(content)))
+	})}
+	addr := serve(t, srv)
+	n := runtime.GOMAXPROCS(0) + 6
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			c := &tftp.Client{BlockSize: 512 + 100*i, WindowSize: 1 + i%4}
+			var buf bytes.Buffer
+			_, err := c.Get(context.Background(), addr, "f", &buf)
+			if err == nil && !bytes.Equal(buf.Bytes(), content) {
+				err = fmt.Errorf("client %d: content differs", i)
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		require.NoError(t, <-errs)
+	}
+	require.Eventually(t, func() bool { return srv.Stats().Completed == uint64(n) }, 10*time.Second, 5*time.Millisecond)
+	assert.Zero(t, srv.Stats().Failed)
 }

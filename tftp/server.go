@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -80,6 +81,8 @@ type Server struct {
 	requests, completed, failed atomic.Uint64
 	bytesSent, bytesReceived    atomic.Uint64
 	retransmits                 atomic.Uint64
+	// socks counts the transfers on a blocking socket and thread of their own (see sock).
+	socks atomic.Int32
 }
 
 // Stats is a snapshot of a server's counters since it started.
@@ -270,6 +273,13 @@ func (s *Server) closeListeners() {
 	}
 }
 
+// crowded reports whether more transfers run than there are Ps.
+func (s *Server) crowded() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active > runtime.GOMAXPROCS(0)
+}
+
 func (s *Server) timeout() time.Duration {
 	if s.Timeout > 0 {
 		return s.Timeout
@@ -310,7 +320,10 @@ func (s *Server) serveRequest(local, from netip.AddrPort, pkt *RequestPacket) {
 	defer func() {
 		cancel()
 		if t.link != nil {
-			t.link.c.Close()
+			if t.link.s != nil {
+				s.socks.Add(-1)
+			}
+			t.link.close()
 		}
 		s.mu.Lock()
 		s.active--
@@ -375,11 +388,27 @@ var _ ResponseWriter = (*transfer)(nil)
 
 // open creates the transfer's own socket, connected to the client.
 func (t *transfer) open() error {
+	t.params = params{blksize: DefaultBlockSize, window: 1, timeout: t.srv.timeout(), retries: t.srv.retries()}
+	remote := netip.AddrPortFrom(t.info.Remote.Addr().Unmap(), t.info.Remote.Port())
+	local := t.local.Addr().Unmap()
+	// A transfer on a blocking socket (see sock) holds an OS thread of its own. That wins while
+	// there are no more such transfers than Ps; a boot storm is served faster by the netpoller,
+	// which runs any number of transfers on a few threads.
+	if int(t.srv.socks.Add(1)) <= runtime.GOMAXPROCS(0) {
+		if s, err := openSock(local, remote); err == nil {
+			t.link = &link{s: s, peer: remote, connected: true}
+			s.crowded = t.srv.crowded
+			s.lockThread()
+			context.AfterFunc(t.req.Context(), s.shutdown)
+			return nil
+		}
+	}
+	t.srv.socks.Add(-1)
 	var laddr *net.UDPAddr
 	if ip := t.local.Addr(); ip.IsValid() && !ip.IsUnspecified() {
 		laddr = &net.UDPAddr{IP: ip.AsSlice(), Zone: ip.Zone()}
 	}
-	raddr := net.UDPAddrFromAddrPort(netip.AddrPortFrom(t.info.Remote.Addr().Unmap(), t.info.Remote.Port()))
+	raddr := net.UDPAddrFromAddrPort(remote)
 	if laddr != nil && (laddr.IP.To4() == nil) != (raddr.IP.To4() == nil) {
 		laddr = nil
 	}
@@ -389,7 +418,6 @@ func (t *transfer) open() error {
 	}
 	context.AfterFunc(t.req.Context(), func() { c.Close() })
 	t.link = &link{c: c, peer: raddr.AddrPort(), connected: true}
-	t.params = params{blksize: DefaultBlockSize, window: 1, timeout: t.srv.timeout(), retries: t.srv.retries()}
 	return nil
 }
 
@@ -444,7 +472,7 @@ func (t *transfer) ServeContent(content io.ReaderAt, size int64) error {
 		}
 		src = newNetasciiReader(src)
 	}
-	oack := t.negotiate(size, pathMTU(t.link.c))
+	oack := t.negotiate(size, t.link.pathMTU())
 	t.prepareSocket()
 	t.info.Size = size
 	if oack != nil {
@@ -471,7 +499,7 @@ func (t *transfer) Receive(dst io.Writer) (int64, error) {
 		t.info.Err = err
 		return 0, err
 	}
-	first := t.negotiate(t.req.Size, pathMTU(t.link.c))
+	first := t.negotiate(t.req.Size, t.link.pathMTU())
 	t.prepareSocket()
 	t.info.Size = t.req.Size
 	if first == nil {
@@ -591,8 +619,7 @@ func (t *transfer) negotiate(size int64, mtu int) []byte {
 func (t *transfer) prepareSocket() {
 	need := 2 * t.params.window * (t.params.blksize + 64)
 	if need > 256*1024 {
-		_ = t.link.c.SetWriteBuffer(need)
-		_ = t.link.c.SetReadBuffer(need)
+		t.link.setBuffers(need)
 	}
 	t.link.rbuf = make([]byte, t.params.blksize+4+1)
 }

@@ -16,7 +16,10 @@ const maxBackoff = 16 * time.Second
 
 // link is one end of a transfer: a UDP socket and the peer's transfer ID (address and port).
 type link struct {
-	c    *net.UDPConn
+	// c is the socket, unless s is set.
+	c *net.UDPConn
+	// s, on Linux, is a server transfer's blocking socket outside the netpoller.
+	s    *sock
 	peer netip.AddrPort
 	// connected means c was connected to peer, so the kernel filters other senders.
 	connected bool
@@ -40,7 +43,9 @@ func (l *link) sendEach(b []byte, seg int) error {
 
 func (l *link) send(b []byte) error {
 	var err error
-	if l.connected {
+	if l.s != nil {
+		err = l.s.send(b)
+	} else if l.connected {
 		_, err = l.c.Write(b)
 	} else {
 		_, err = l.c.WriteToUDPAddrPort(b, l.peer)
@@ -54,6 +59,13 @@ func (l *link) send(b []byte) error {
 // recv waits until deadline for a packet from the peer. A packet from any other transfer ID is
 // answered with ERROR 5 and otherwise ignored (RFC 1350 section 4).
 func (l *link) recv(deadline time.Time) ([]byte, error) {
+	if l.s != nil {
+		n, err := l.s.recv(l.rbuf, deadline)
+		if err != nil {
+			return nil, err
+		}
+		return l.rbuf[:n], nil
+	}
 	if err := l.c.SetReadDeadline(deadline); err != nil {
 		return nil, err
 	}
@@ -75,6 +87,33 @@ func (l *link) recv(deadline time.Time) ([]byte, error) {
 		b, _ := (&ErrorPacket{Code: ErrUnknownTID, Message: "unknown transfer ID"}).AppendBinary(nil)
 		_, _ = l.c.WriteToUDPAddrPort(b, from)
 	}
+}
+
+// close closes the socket.
+func (l *link) close() {
+	if l.s != nil {
+		l.s.close()
+	} else {
+		l.c.Close()
+	}
+}
+
+// setBuffers sets the socket's send and receive buffer sizes.
+func (l *link) setBuffers(n int) {
+	if l.s != nil {
+		l.s.setBuffers(n)
+	} else {
+		_ = l.c.SetWriteBuffer(n)
+		_ = l.c.SetReadBuffer(n)
+	}
+}
+
+// pathMTU returns the kernel's path MTU to the peer, or 0 when unknown.
+func (l *link) pathMTU() int {
+	if l.s != nil {
+		return l.s.pathMTU()
+	}
+	return pathMTU(l.c)
 }
 
 func sameAddrPort(a, b netip.AddrPort) bool {

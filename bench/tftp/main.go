@@ -6,12 +6,21 @@
 //   - a windowed transfer (windowsize 16, blksize 1468) from our server with atftp, against
 //     tftpd-hpa at blksize 1468 with curl (tftpd-hpa has no windowsize);
 //   - a boot storm: -clients concurrent fetches of a -storm-size file with our Go client at
-//     blksize 1468, reporting aggregate throughput, median and p99 completion time and the peak
-//     RSS of our server (tftpd-hpa forks a process per transfer, so its RSS is not comparable).
+//     blksize 1468, reporting aggregate throughput, median and p99 completion time, the peak
+//     RSS of our server (tftpd-hpa forks a process per transfer, so its RSS is not comparable)
+//     and, for both servers, the peak of the summed proportional set size (PSS) of the server's
+//     process tree, sampled every 50 ms, which counts memory shared between forks once.
 //
 // Every figure is a median of -runs runs, alternating between the servers. Each client's
 // download is checked byte for byte once before its timed runs, which write to /dev/null; the
-// boot storm checks every transfer. The whole run is bounded by -timeout. It needs root (in.tftpd chroots), curl, atftp and tftpd-hpa.
+// boot storm checks every transfer. The whole run is bounded by -timeout. It needs root (in.tftpd
+// chroots), curl, atftp and tftpd-hpa.
+//
+// Lock-step figures depend much on where the kernel runs client and server: on one CPU a round
+// trip costs two context switches, on two CPUs it costs two cross-CPU wake-ups, which in a
+// virtual machine take tens of microseconds each. Which one a run gets varies from run to run
+// (tftpd-hpa at blksize 512 has measured 8 to 29 MB/s on the same machine), so use several
+// -runs, and pin both servers and the client with taskset to compare per-packet cost alone.
 //
 //	go run ./bench/tftp -clients 50 -storm-size 8MiB
 package main
@@ -256,25 +265,33 @@ func run(ctx context.Context, single, storm int64, clients, runs int) error {
 	}
 
 	fmt.Printf("\nboot storm: %d clients x %d MiB, netroot client, blksize 1468\n", clients, storm>>20)
-	fmt.Printf("%-12s %10s %10s %10s %12s\n", "server", "MB/s", "p50", "p99", "peak RSS")
+	fmt.Printf("%-12s %10s %10s %10s %12s %16s\n", "server", "MB/s", "p50", "p99", "peak RSS", "peak PSS (tree)")
 	for _, s := range []struct {
 		name, addr string
 		pid        int
 		window     int
 	}{
 		{"netroot", ours, oursCmd.Process.Pid, 1},
-		{"tftpd-hpa", peer, 0, 1},
+		{"tftpd-hpa", peer, peerCmd.Process.Pid, 1},
 		{"netroot ws16", ours, oursCmd.Process.Pid, 16},
 	} {
+		// Sample the proportional set size of the server and all its children (tftpd-hpa forks
+		// one per transfer) while the storm runs: memory that the processes share is counted
+		// once, so the figure compares with our one process.
+		sampleCtx, stopSampling := context.WithCancel(ctx)
+		peak := make(chan int64, 1)
+		go func() { peak <- samplePSS(sampleCtx, s.pid) }()
 		mbps, p50, p99, err := bootStorm(ctx, s.addr, clients, storm, stormSum, s.window)
+		stopSampling()
+		pss := <-peak
 		if err != nil {
 			return fmt.Errorf("tftp-bench: boot storm against %s: %w", s.name, err)
 		}
 		rss := "n/a (forks)"
-		if s.pid != 0 {
+		if s.pid == oursCmd.Process.Pid {
 			rss = peakRSS(s.pid)
 		}
-		fmt.Printf("%-12s %10.1f %10v %10v %12s\n", s.name, mbps, p50.Round(time.Millisecond), p99.Round(time.Millisecond), rss)
+		fmt.Printf("%-12s %10.1f %10v %10v %12s %13d kB\n", s.name, mbps, p50.Round(time.Millisecond), p99.Round(time.Millisecond), rss, pss)
 	}
 	return nil
 }
@@ -376,6 +393,59 @@ func bootStorm(ctx context.Context, addr string, clients int, size int64, sum [3
 	slices.Sort(times)
 	p := func(q float64) time.Duration { return times[min(len(times)-1, int(q*float64(len(times))))] }
 	return float64(size) * float64(clients) / total.Seconds() / 1e6, p(0.5), p(0.99), nil
+}
+
+// samplePSS returns the largest sum of the proportional set sizes (kB) of pid and its
+// descendants, sampled every 50 ms until ctx ends.
+func samplePSS(ctx context.Context, pid int) int64 {
+	var peak int64
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var sum int64
+		for _, p := range processTree(pid) {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", p))
+			if err != nil {
+				continue // it just exited
+			}
+			for line := range bytes.Lines(b) {
+				if v, ok := bytes.CutPrefix(line, []byte("Pss:")); ok {
+					f := strings.Fields(string(v))
+					if len(f) > 0 {
+						n, _ := strconv.ParseInt(f[0], 10, 64)
+						sum += n
+					}
+					break
+				}
+			}
+		}
+		peak = max(peak, sum)
+		select {
+		case <-ctx.Done():
+			return peak
+		case <-tick.C:
+		}
+	}
+}
+
+// processTree returns pid and its descendants.
+func processTree(pid int) []int {
+	tree := []int{pid}
+	for i := 0; i < len(tree); i++ {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", tree[i]))
+		for _, t := range tasks {
+			b, err := os.ReadFile(t)
+			if err != nil {
+				continue
+			}
+			for _, f := range strings.Fields(string(b)) {
+				if c, err := strconv.Atoi(f); err == nil {
+					tree = append(tree, c)
+				}
+			}
+		}
+	}
+	return tree
 }
 
 func peakRSS(pid int) string {
