@@ -15,8 +15,8 @@ import (
 )
 
 // TestFileBackends serves the package backend's file devices: pread/pwrite, whose large reads
-// the server sends with sendfile, and the memory mapping, whose reads it sends straight from
-// the mapping.
+// the server sends with sendfile and whose large writes it splices from the socket into the
+// file, and the memory mapping, whose reads it sends straight from the mapping.
 func TestFileBackends(t *testing.T) {
 	const size = 4 << 20
 	open := map[string]func(t *testing.T, path string) backend.Device{
@@ -54,11 +54,24 @@ func TestFileBackends(t *testing.T) {
 				_, err = c.ReadAt(small, 12345)
 				require.NoError(t, err)
 				assert.Equal(t, "written", string(small))
+				// Large writes, at an unaligned offset; then a small request, which must be
+				// read from where the payload ended.
+				big := patterned(3<<20 + 123).Bytes()
+				for i := range big {
+					big[i] ^= 0x5a
+				}
+				_, err = c.WriteAt(big, 777)
+				require.NoError(t, err)
+				copy(want[777:], big)
+				got = make([]byte, size)
+				_, err = c.ReadAt(got, 0)
+				require.NoError(t, err)
+				require.True(t, bytes.Equal(want, got))
 				require.NoError(t, c.Close())
 			}
 			onDisk, err := os.ReadFile(path)
 			require.NoError(t, err)
-			assert.Equal(t, "written", string(onDisk[12345:12352]))
+			assert.True(t, bytes.Equal(want, onDisk), "file contents")
 		})
 	}
 }

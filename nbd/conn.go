@@ -60,7 +60,8 @@ type conn struct {
 	blockCtx bool // base:allocation selected for this export
 	slicer   slicer
 	filer    fileRanger
-	sendfile bool // reads are sent from filer's file with sendfile
+	sendfile bool // reads are sent from filer's file with sendfile, writes spliced into it
+	pipe     *spliceWriter
 
 	w *msgWriter
 

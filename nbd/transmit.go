@@ -176,6 +176,9 @@ func (c *conn) transmit() error {
 	c.budget.init(DefaultMaxInflightBytes)
 	err := c.readRequests()
 	c.inflight.Wait()
+	if c.pipe != nil {
+		c.pipe.close()
+	}
 	if ferr := c.flush(); err == nil && ferr != nil {
 		err = ferr
 	}
@@ -267,6 +270,9 @@ func (c *conn) dispatch(r Request) error {
 	}
 	if c.inline(r) {
 		return c.serveInline(r)
+	}
+	if r.Type == CmdWrite && c.sendfile && r.Length >= spliceMin {
+		return c.writeSpliced(r)
 	}
 	select {
 	case c.sem <- struct{}{}:

@@ -2,16 +2,12 @@ package nbd
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // msgWriter writes whole messages for concurrent senders. Small messages of senders that queue
@@ -169,75 +165,6 @@ func (m *msgWriter) sendFill(hdr []byte, n int, fill func([]byte) error) error {
 // plain socket. Nothing has been written.
 var errNoSendfile = errors.New("nbd: sendfile not possible on this connection")
 
-// sendFile writes one message made of hdr and the n bytes of f at offset off, with sendfile(2)
-// so that they go from the page cache to the socket without a copy into user memory. If the
-// file ends early the message cannot be completed and the writer fails.
-func (m *msgWriter) sendFile(hdr []byte, f *os.File, off int64, n int) error {
-	m.waiting.Add(1)
-	m.mu.Lock()
-	m.waiting.Add(-1)
-	defer m.mu.Unlock()
-	if m.err != nil {
-		return m.err
-	}
-	if m.rc == nil {
-		return errNoSendfile
-	}
-	if err := m.grow(len(hdr)); err != nil {
-		return err
-	}
-	m.setLen(len(append(m.buf, hdr...)))
-	fc, err := f.SyscallConn()
-	if err != nil {
-		return m.failLocked(fmt.Errorf("sending from %s: %w", f.Name(), err))
-	}
-	var serr, werr error
-	cerr := fc.Control(func(src uintptr) {
-		werr = m.rc.Write(func(fd uintptr) bool {
-			// What is buffered and the header go first, marked as having more to come so that
-			// they share packets with the data.
-			for len(m.buf) > 0 {
-				k, err := unix.SendmsgN(int(fd), m.buf, nil, nil, unix.MSG_MORE)
-				switch {
-				case err == unix.EAGAIN:
-					return false
-				case err == unix.EINTR:
-					continue
-				case err != nil:
-					serr = os.NewSyscallError("sendmsg", err)
-					return true
-				}
-				m.setLen(copy(m.buf, m.buf[k:]))
-			}
-			for n > 0 {
-				k, err := unix.Sendfile(int(fd), int(src), &off, n)
-				switch {
-				case err == unix.EAGAIN:
-					if k > 0 {
-						n -= k
-					}
-					return false
-				case err == unix.EINTR:
-					continue
-				case err != nil:
-					serr = os.NewSyscallError("sendfile", err)
-					return true
-				case k == 0:
-					serr = fmt.Errorf("sendfile: %s ends before offset %d: %w", f.Name(), off, io.ErrUnexpectedEOF)
-					return true
-				}
-				n -= k
-			}
-			return true
-		})
-	})
-	if err := errors.Join(cerr, werr, serr); err != nil {
-		m.setLen(0)
-		return m.failLocked(err)
-	}
-	return nil
-}
-
 // maxHold bounds how long a reply waits in the buffer for others to share a system call.
 const maxHold = 100 * time.Microsecond
 
@@ -308,8 +235,5 @@ func (m *msgWriter) idle() {
 func (m *msgWriter) setWriter(w io.Writer) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.w, m.rc = w, nil
-	if _, ok := w.(*net.TCPConn); ok {
-		m.rc, _ = w.(syscall.Conn).SyscallConn()
-	}
+	m.w, m.rc = w, sendfileConn(w)
 }
