@@ -129,6 +129,11 @@ stop_server() {
 # cputicks NAME: the server's CPU time so far (user+system of the process and its reaped
 # children; nbd-server forks one child per connection), in clock ticks.
 cputicks() {
+	if ! kill -0 "${PID[$1]}" 2>/dev/null; then
+		echo "server $1 (pid ${PID[$1]}) has died; its log:" >&2
+		tail -20 "$WORK/server.log" >&2
+		exit 1
+	fi
 	awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[12] + f[13] + f[14] + f[15] }' "/proc/${PID[$1]}/stat"
 }
 
