@@ -63,7 +63,7 @@ var ErrReadOnly = errors.New("backend: device is read-only")
 
 // RangeError reports an access outside a device.
 type RangeError struct {
-	Op       string // "read", "write", "trim", "zero", "extents", "slice"
+	Op       string // "read", "write", "trim", "zero", "extents", "slice", "filerange"
 	Off, Len int64
 	Size     int64
 }

@@ -352,6 +352,21 @@ func (d *File) Extents(off, n int64) ([]Extent, error) {
 	return out, nil
 }
 
+// FileRange returns the open file holding the device's n bytes at off and their offset in that
+// file, for servers that send them to a socket with sendfile(2) or splice(2) instead of reading
+// them into memory. The file belongs to d: the caller must not close it, change its position
+// or use it after Close. A device opened with Direct returns errors.ErrUnsupported, since
+// sending from the file would go through the page cache that Direct avoids.
+func (d *File) FileRange(off, n int64) (*os.File, int64, error) {
+	if err := CheckRange("filerange", off, n, d.size); err != nil {
+		return nil, 0, err
+	}
+	if d.bf != nil {
+		return nil, 0, fmt.Errorf("backend: file range %d+%d of a Direct device: %w", off, n, errors.ErrUnsupported)
+	}
+	return d.f, d.base + off, nil
+}
+
 // Close closes the file.
 func (d *File) Close() error {
 	err := d.f.Close()

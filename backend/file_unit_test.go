@@ -321,6 +321,60 @@ func TestMmapSlice(t *testing.T) {
 	assert.Empty(t, empty)
 }
 
+func TestFileRange(t *testing.T) {
+	data := randomBytes(15, 3*4096)
+	path := writeImage(t, t.TempDir(), data)
+	d, err := backend.OpenFile(path, &backend.FileOptions{Offset: 1000, Length: 8192})
+	require.NoError(t, err)
+	defer d.Close()
+
+	f, fo, err := d.FileRange(100, 5000)
+	require.NoError(t, err)
+	assert.Equal(t, int64(1100), fo, "offset in the file, window included")
+	// What a server does with it: sendfile to a socket, from the file offset, leaving the
+	// file's own position alone.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		b, _ := io.ReadAll(c)
+		c.Close()
+		got <- b
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	sent, err := unix.Sendfile(fdOf(t, c.(*net.TCPConn)), int(f.Fd()), &fo, 5000)
+	require.NoError(t, err)
+	require.Equal(t, 5000, sent)
+	require.NoError(t, c.Close())
+	assert.Equal(t, data[1100:6100], <-got)
+
+	_, _, err = d.FileRange(8000, 193)
+	var re *backend.RangeError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, "filerange", re.Op)
+
+	direct, err := backend.OpenFile(path, &backend.FileOptions{Direct: true})
+	require.NoError(t, err)
+	defer direct.Close()
+	_, _, err = direct.FileRange(0, 4096)
+	assert.ErrorIs(t, err, errors.ErrUnsupported)
+}
+
+func fdOf(t *testing.T, c *net.TCPConn) int {
+	rc, err := c.SyscallConn()
+	require.NoError(t, err)
+	var fd int
+	require.NoError(t, rc.Control(func(u uintptr) { fd = int(u) }))
+	return fd
+}
+
 func TestClosed(t *testing.T) {
 	path := writeImage(t, t.TempDir(), make([]byte, 8192))
 	f, err := backend.OpenFile(path, nil)

@@ -3,6 +3,7 @@ package nbd_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,8 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestFileBackends serves the package backend's file devices: pread/pwrite and the memory
-// mapping, whose reads the server sends straight from the mapping.
+// TestFileBackends serves the package backend's file devices: pread/pwrite, whose large reads
+// the server sends with sendfile and whose large writes it splices from the socket into the
+// file, and the memory mapping, whose reads it sends straight from the mapping.
 func TestFileBackends(t *testing.T) {
 	const size = 4 << 20
 	open := map[string]func(t *testing.T, path string) backend.Device{
@@ -52,11 +54,46 @@ func TestFileBackends(t *testing.T) {
 				_, err = c.ReadAt(small, 12345)
 				require.NoError(t, err)
 				assert.Equal(t, "written", string(small))
+				// Large writes, at an unaligned offset; then a small request, which must be
+				// read from where the payload ended.
+				big := patterned(3<<20 + 123).Bytes()
+				for i := range big {
+					big[i] ^= 0x5a
+				}
+				_, err = c.WriteAt(big, 777)
+				require.NoError(t, err)
+				copy(want[777:], big)
+				got = make([]byte, size)
+				_, err = c.ReadAt(got, 0)
+				require.NoError(t, err)
+				require.True(t, bytes.Equal(want, got))
 				require.NoError(t, c.Close())
 			}
 			onDisk, err := os.ReadFile(path)
 			require.NoError(t, err)
-			assert.Equal(t, "written", string(onDisk[12345:12352]))
+			assert.True(t, bytes.Equal(want, onDisk), "file contents")
 		})
 	}
+}
+
+// TestFileShrinksUnderSendfile: a read reply sent with sendfile has promised its length before
+// the file is read, so a file truncated underneath the export ends the connection instead of
+// delivering a short or padded reply.
+func TestFileShrinksUnderSendfile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "disk.img")
+	require.NoError(t, os.WriteFile(path, patterned(4<<20).Bytes(), 0o600))
+	f, err := backend.OpenFile(path, nil)
+	require.NoError(t, err)
+	defer f.Close()
+	addr := coreServe(t, &nbd.Server{Exports: coreExports(t, &nbd.Export{Name: "d", Device: f})})
+	r := dialRaw(t, addr, nbd.FlagCFixedNewstyle|nbd.FlagCNoZeroes)
+	r.goRaw("d", false)
+	require.NoError(t, os.Truncate(path, 100<<10))
+	r.request(nbd.Request{Type: nbd.CmdRead, Cookie: 7, Length: 1 << 20}, nil)
+	errno, cookie := r.simpleReply()
+	require.Zero(t, errno)
+	require.Equal(t, uint64(7), cookie)
+	n, err := io.ReadFull(r.br, make([]byte, 1<<20))
+	assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	assert.Equal(t, 100<<10, n, "what the file still has, then the end of the connection")
 }

@@ -59,13 +59,18 @@ type conn struct {
 	size     uint64
 	blockCtx bool // base:allocation selected for this export
 	slicer   slicer
+	filer    fileRanger
+	sendfile bool // reads are sent from filer's file with sendfile, writes spliced into it
+	pipe     *spliceWriter
 
 	w *msgWriter
 
 	inflight sync.WaitGroup
 	active   atomic.Int32 // requests being handled, whose replies are still to come
-	sem      chan struct{}
-	budget   budget
+	// served counts the requests served inline; until it reaches slowUntil, none are.
+	served, slowUntil uint64
+	sem               chan struct{}
+	budget            budget
 }
 
 func newServerConn(s *Server, c net.Conn) *conn {
@@ -525,6 +530,11 @@ func (c *conn) attach(e *Export, requested string) error {
 	}
 	c.export, c.dev = e, dev
 	c.slicer, _ = dev.(slicer)
+	if f, ok := dev.(fileRanger); ok {
+		if _, _, err := f.FileRange(0, 0); err == nil && c.w.rc != nil {
+			c.filer, c.sendfile = f, true
+		}
+	}
 	c.size = uint64(dev.Size())
 	c.flags = c.exportFlags(e, dev)
 	c.blockCtx = c.structured && c.metaSelected && c.metaExport == requested

@@ -22,9 +22,14 @@
 // address, a private overlay over a shared base image (backend.CopyOnWrite, in memory by default).
 //
 // Requests on one connection are served concurrently and replies are written whole, in the
-// order they complete; small replies that complete together share one system call. Reads from a
-// device that can lend its memory (backend.Mmap's Slice) go from the mapping to the socket with
-// writev, without an intermediate copy.
+// order they complete; small replies that complete together, or whose requests arrived
+// together, share one system call. Reads from a device that can lend its memory (backend.Mmap's
+// Slice) go from the mapping to the socket with writev, without an intermediate copy. On Linux,
+// with a device that can lend its file (backend.File's FileRange, without Direct) and a
+// connection without TLS, reads of 64 KiB or more go from the page cache to the socket with
+// sendfile(2), and the payloads of writes of 64 KiB or more from the socket into the file with
+// splice(2): the data does not pass through the server's memory. A file that shrinks under such
+// a read ends the connection, since the reply's length is already on the wire.
 //
 // TLS follows the document's three modes (TLSMode): off, optional (SELECTIVETLS, with exports
 // that require it) and required (FORCEDTLS); client certificates are verified when the

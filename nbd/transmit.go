@@ -80,6 +80,18 @@ func (b *budget) acquire(n int64) int64 {
 	return n
 }
 
+// tryAcquire is acquire that gives up instead of waiting.
+func (b *budget) tryAcquire(n int64) (int64, bool) {
+	n = min(n, b.max)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.avail < n {
+		return 0, false
+	}
+	b.avail -= n
+	return n, true
+}
+
 func (b *budget) release(n int64) {
 	if n == 0 {
 		return
@@ -164,6 +176,9 @@ func (c *conn) transmit() error {
 	c.budget.init(DefaultMaxInflightBytes)
 	err := c.readRequests()
 	c.inflight.Wait()
+	if c.pipe != nil {
+		c.pipe.close()
+	}
 	if ferr := c.flush(); err == nil && ferr != nil {
 		err = ferr
 	}
@@ -182,6 +197,10 @@ func (c *conn) readRequests() error {
 	var hdr [RequestHeaderSize]byte
 	idle := c.srv.IdleTimeout
 	for {
+		if c.br.Buffered() < RequestHeaderSize {
+			// About to wait for the client: the replies held back go out now.
+			c.w.idle()
+		}
 		if c.closing.Load() {
 			return ErrServerClosed
 		}
@@ -200,6 +219,9 @@ func (c *conn) readRequests() error {
 			}
 			return fmt.Errorf("nbd: reading request: %w", err)
 		}
+		// Until this goroutine next waits, replies wait for those of the requests that follow
+		// (already received), to share a system call with them.
+		c.w.deferred.Store(true)
 		var r Request
 		if err := r.UnmarshalBinary(hdr[:]); err != nil {
 			return errors.Join(errHardDisconnect, err)
@@ -234,27 +256,49 @@ func (c *conn) readFull(b []byte, started bool) error {
 	return err
 }
 
-// dispatch validates r, reads its payload and hands it to a goroutine.
+// dispatch validates r, reads its payload and serves it, or hands it to a goroutine.
 func (c *conn) dispatch(r Request) error {
 	if errno, msg := c.check(r); errno != 0 {
 		if r.Type == CmdWrite {
+			c.mayBlock(int(r.Length))
 			if _, err := io.CopyN(io.Discard, c.br, int64(r.Length)); err != nil {
 				return fmt.Errorf("nbd: draining refused write payload: %w", err)
 			}
+			c.w.deferred.Store(true)
 		}
 		return c.replyError(r, errno, msg)
 	}
-	c.sem <- struct{}{}
+	if c.inline(r) {
+		return c.serveInline(r)
+	}
+	if r.Type == CmdWrite && c.sendfile && r.Length >= spliceMin {
+		return c.writeSpliced(r)
+	}
+	select {
+	case c.sem <- struct{}{}:
+	default:
+		c.w.undefer()
+		c.sem <- struct{}{}
+		c.w.deferred.Store(true)
+	}
 	var held int64
 	var buf *[]byte
 	if r.Type == CmdWrite || r.Type == CmdRead {
-		held = c.budget.acquire(int64(r.Length))
+		var ok bool
+		if held, ok = c.budget.tryAcquire(int64(r.Length)); !ok {
+			c.w.undefer()
+			held = c.budget.acquire(int64(r.Length))
+			c.w.deferred.Store(true)
+		}
 	}
-	if r.Type == CmdWrite || (r.Type == CmdRead && c.slicer == nil) {
+	if r.Type == CmdWrite || (r.Type == CmdRead && c.slicer == nil && !(c.sendfile && r.Length >= sendfileMin)) {
 		buf = getBuf(int(r.Length))
 	}
 	if r.Type == CmdWrite {
-		if err := c.readFull(*buf, true); err != nil {
+		c.mayBlock(int(r.Length))
+		err := c.readFull(*buf, true)
+		c.w.deferred.Store(true)
+		if err != nil {
 			c.budget.release(held)
 			putBuf(buf)
 			<-c.sem
@@ -263,22 +307,42 @@ func (c *conn) dispatch(r Request) error {
 	}
 	c.inflight.Add(1)
 	c.active.Add(1)
-	if c.active.Load() == 1 && c.br.Buffered() == 0 && quick(r) {
-		// Nothing else is in flight or already received: serving a small request on this
-		// goroutine saves a hand-over, about half the latency of a lone request (fio at queue
-		// depth 1: roughly twice the IOPS). Large ones go to their own goroutine, so that
-		// reading the next request overlaps with the device and with sending the reply.
-		c.run(r, buf, held)
-		return nil
-	}
 	go c.run(r, buf, held)
 	return nil
 }
 
-// quick reports whether r is cheap enough to serve on the request-reading goroutine.
-func quick(r Request) bool {
+// mayBlock ends the deferral of replies if reading n more bytes may wait for the client.
+func (c *conn) mayBlock(n int) {
+	if c.br.Buffered() < n {
+		c.w.undefer()
+	}
+}
+
+// Requests that a device serves in less than slowInline may be served on the request-reading
+// goroutine; after one that takes longer, the next slowSpell requests get goroutines of their
+// own whatever their size.
+const (
+	slowInline = 200 * time.Microsecond
+	slowSpell  = 1024
+)
+
+// inline reports whether r is served on the request-reading goroutine: a small request when
+// nothing else is in flight or already received. A goroutine costs more than such a request
+// on a device that answers from memory (fio at queue depth 1: about twice the IOPS). Others get
+// their own goroutine, so that one slow request does not hold up the rest and reading the next
+// request overlaps with the device and with sending the reply.
+func (c *conn) inline(r Request) bool {
+	if c.served < c.slowUntil || c.active.Load() != 0 {
+		return false
+	}
+	if r.Type == CmdWrite {
+		return int(r.Length) <= c.br.Size() && c.br.Buffered() <= int(r.Length)
+	}
+	if c.br.Buffered() != 0 {
+		return false
+	}
 	switch r.Type {
-	case CmdRead, CmdWrite:
+	case CmdRead:
 		return r.Length <= 64<<10
 	case CmdBlockStatus, CmdCache:
 		return true
@@ -286,12 +350,56 @@ func quick(r Request) bool {
 	return false
 }
 
+// serveInline serves r on the request-reading goroutine.
+func (c *conn) serveInline(r Request) (err error) {
+	c.served++
+	start := time.Now()
+	defer func() {
+		if v := recover(); v != nil {
+			c.devicePanicked(r, v)
+			err = fmt.Errorf("nbd: device panicked serving %s", r.Type)
+		}
+	}()
+	switch r.Type {
+	case CmdRead:
+		c.readInline(r)
+	case CmdWrite:
+		// The payload is used where the reader buffered it.
+		n := int(r.Length)
+		c.mayBlock(n)
+		p, err := c.peek(n)
+		c.w.deferred.Store(true)
+		if err != nil {
+			return fmt.Errorf("nbd: reading write payload of %d bytes: %w", n, err)
+		}
+		c.handle(r, p)
+		c.br.Discard(n)
+	default:
+		c.handle(r, nil)
+	}
+	if time.Since(start) > slowInline {
+		c.slowUntil = c.served + slowSpell
+	}
+	return nil
+}
+
+// peek is readFull for a payload served from the read buffer.
+func (c *conn) peek(n int) ([]byte, error) {
+	p, err := c.br.Peek(n)
+	var ne net.Error
+	if err != nil && len(p) > 0 && c.closing.Load() && errors.As(err, &ne) && ne.Timeout() {
+		c.nc.SetReadDeadline(time.Now().Add(shutdownGrace))
+		p, err = c.br.Peek(n)
+	}
+	return p, err
+}
+
 // run serves one request and releases what dispatch acquired for it.
 func (c *conn) run(r Request, buf *[]byte, held int64) {
 	defer c.inflight.Done()
 	defer func() {
 		// The last reply of a burst flushes the replies held for it.
-		if c.active.Add(-1) == 0 {
+		if c.active.Add(-1) == 0 && !c.w.deferred.Load() {
 			c.w.flush()
 		}
 	}()
@@ -301,16 +409,24 @@ func (c *conn) run(r Request, buf *[]byte, held int64) {
 		defer putBuf(buf)
 	}
 	defer func() {
-		// A device that panics fails its request and ends the connection, not the server.
 		if v := recover(); v != nil {
-			c.log.Error("nbd: device panicked", "export", c.export.Name, "cmd", r.Type.String(),
-				"offset", r.Offset, "length", r.Length, "panic", v)
-			c.replyError(r, EIO, fmt.Sprintf("export %q: %s %d+%d: internal error", c.export.Name, r.Type, r.Offset, r.Length))
-			c.w.flush()
-			c.nc.Close()
+			c.devicePanicked(r, v)
 		}
 	}()
-	c.handle(r, buf)
+	var payload []byte
+	if buf != nil {
+		payload = *buf
+	}
+	c.handle(r, payload)
+}
+
+// devicePanicked fails a request whose device panicked and ends the connection, not the server.
+func (c *conn) devicePanicked(r Request, v any) {
+	c.log.Error("nbd: device panicked", "export", c.export.Name, "cmd", r.Type.String(),
+		"offset", r.Offset, "length", r.Length, "panic", v)
+	c.replyError(r, EIO, fmt.Sprintf("export %q: %s %d+%d: internal error", c.export.Name, r.Type, r.Offset, r.Length))
+	c.w.flush()
+	c.nc.Close()
 }
 
 // check applies the protocol's error rules to a request before any work.
@@ -361,19 +477,24 @@ func (c *conn) check(r Request) (Errno, string) {
 	return 0, ""
 }
 
-func (c *conn) handle(r Request, buf *[]byte) {
+// handle serves r. payload is a write's data, or the buffer for a read's (nil when the device
+// lends its bytes or sends them itself).
+func (c *conn) handle(r Request, payload []byte) {
 	var err error
 	off, n := int64(r.Offset), int64(r.Length)
 	switch r.Type {
 	case CmdRead:
-		if c.slicer != nil {
+		switch {
+		case c.sendfile && r.Length >= sendfileMin:
+			c.readFile(r)
+		case c.slicer != nil:
 			c.readSlice(r)
-		} else {
-			c.read(r, *buf)
+		default:
+			c.read(r, payload)
 		}
 		return
 	case CmdWrite:
-		_, err = c.dev.(io.WriterAt).WriteAt(*buf, off)
+		_, err = c.dev.(io.WriterAt).WriteAt(payload, off)
 		if err == nil {
 			c.srv.stats.bytesWritten.Add(n)
 		}
@@ -441,37 +562,101 @@ func (c *conn) zero(r Request) error {
 	return nil
 }
 
-func (c *conn) read(r Request, buf []byte) {
-	n, err := c.dev.ReadAt(buf, int64(r.Offset))
+// readAt fills buf from the device at off.
+func (c *conn) readAt(buf []byte, off uint64) error {
+	n, err := c.dev.ReadAt(buf, int64(off))
 	if n == len(buf) {
-		err = nil
+		return nil
 	} else if err == nil || errors.Is(err, io.EOF) {
 		err = fmt.Errorf("short read of %d bytes: %w", n, io.ErrUnexpectedEOF)
 	}
-	if err != nil {
-		c.replyError(r, errnoOf(err), fmt.Sprintf("export %q: read %d+%d: %v", c.export.Name, r.Offset, r.Length, err))
+	return err
+}
+
+func (c *conn) readFailed(r Request, err error) {
+	c.replyError(r, errnoOf(err), fmt.Sprintf("export %q: read %d+%d: %v", c.export.Name, r.Offset, r.Length, err))
+}
+
+func (c *conn) read(r Request, buf []byte) {
+	if err := c.readAt(buf, r.Offset); err != nil {
+		c.readFailed(r, err)
 		return
 	}
-	c.srv.stats.bytesRead.Add(int64(n))
+	c.srv.stats.bytesRead.Add(int64(len(buf)))
 	c.sendRead(r, buf)
+}
+
+// readInline reads straight into the reply buffer.
+func (c *conn) readInline(r Request) {
+	if r.Length == 0 {
+		c.sendRead(r, nil)
+		return
+	}
+	var h [StructuredReplyHeaderSize + 8]byte
+	err := c.w.sendFill(c.readHeader(&h, r), int(r.Length), func(b []byte) error { return c.readAt(b, r.Offset) })
+	var fe errFill
+	if errors.As(err, &fe) {
+		c.readFailed(r, fe.err)
+		return
+	}
+	if err == nil {
+		c.srv.stats.bytesRead.Add(int64(r.Length))
+	}
+}
+
+// fileRanger is a device that lends the file behind its bytes, such as backend.File: read
+// replies are then sent with sendfile(2), from the page cache to the socket without a copy
+// into this process.
+type fileRanger interface {
+	FileRange(off, n int64) (*os.File, int64, error)
+}
+
+// sendfileMin is the smallest read sent with sendfile. Below it the system call for the header
+// and the missed chance to share a write with other replies cost more than the copy saved.
+const sendfileMin = 64 << 10
+
+func (c *conn) readFile(r Request) {
+	if r.Length == 0 {
+		c.sendRead(r, nil)
+		return
+	}
+	f, fo, err := c.filer.FileRange(int64(r.Offset), int64(r.Length))
+	if err != nil {
+		c.readFailed(r, err)
+		return
+	}
+	var h [StructuredReplyHeaderSize + 8]byte
+	err = c.w.sendFile(c.readHeader(&h, r), f, fo, int(r.Length))
+	if errors.Is(err, errNoSendfile) {
+		buf := getBuf(int(r.Length))
+		defer putBuf(buf)
+		c.read(r, *buf)
+		return
+	}
+	if err == nil {
+		c.srv.stats.bytesRead.Add(int64(r.Length))
+	}
+}
+
+// readHeader puts the header of a successful read reply with r.Length bytes of data in h.
+func (c *conn) readHeader(h *[StructuredReplyHeaderSize + 8]byte, r Request) []byte {
+	if !c.structured {
+		putSimpleReply(h[:], 0, r.Cookie)
+		return h[:SimpleReplyHeaderSize]
+	}
+	putChunkHeader(h[:], ReplyFlagDone, ReplyTypeOffsetData, r.Cookie, 8+r.Length)
+	binary.BigEndian.PutUint64(h[StructuredReplyHeaderSize:], r.Offset)
+	return h[:]
 }
 
 // sendRead sends the successful reply to a read with its data.
 func (c *conn) sendRead(r Request, buf []byte) {
-	if !c.structured {
-		var h [SimpleReplyHeaderSize]byte
-		putSimpleReply(h[:], 0, r.Cookie)
-		c.send(h[:], buf)
-		return
-	}
-	if len(buf) == 0 {
+	if c.structured && len(buf) == 0 {
 		c.replyNone(r)
 		return
 	}
 	var h [StructuredReplyHeaderSize + 8]byte
-	putChunkHeader(h[:], ReplyFlagDone, ReplyTypeOffsetData, r.Cookie, uint32(8+len(buf)))
-	binary.BigEndian.PutUint64(h[StructuredReplyHeaderSize:], r.Offset)
-	c.send(h[:], buf)
+	c.send(c.readHeader(&h, r), buf)
 }
 
 // slicer is a device that lends its bytes without copying, such as backend.Mmap: read

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -22,8 +23,21 @@ func main() {
 	name := flag.String("name", "bench", "export name")
 	kind := flag.String("backend", "file", "storage: file (pread/pwrite), mmap or memory (file loaded into RAM)")
 	readOnly := flag.Bool("readonly", false, "export read-only")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "nbd bench server:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(*addr, *file, *name, *kind, *readOnly); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "nbd bench server:", err)
 		os.Exit(1)
 	}
