@@ -13,13 +13,14 @@ func (c *Conn) batchIO() frameIO {
 	if err != nil {
 		return nil
 	}
-	return &mmsgIO{rc: rc, ifindex: int32(c.ifi.Index)}
+	return &mmsgIO{rc: rc, c: c, ifindex: int32(c.ifi.Index)}
 }
 
 // mmsgIO batches frames with recvmmsg and sendmmsg. Each goroutine needs its own: it keeps
 // the message headers between calls.
 type mmsgIO struct {
 	rc      syscall.RawConn
+	c       *Conn
 	ifindex int32
 	rmsgs   []unix.Mmsghdr
 	riov    []unix.Iovec
@@ -103,8 +104,15 @@ func (m *mmsgIO) send(frames []frame) error {
 		h.Iov = &m.siov[i]
 		h.SetIovlen(1)
 	}
-	done := 0
-	var serr error
+	done, serr := m.c.sendTx(m.smsgs[:len(frames)])
+	if serr != nil {
+		return serr
+	}
+	if done == len(frames) {
+		return nil
+	}
+	// The send-only socket is full or missing: the rest goes out on the main socket, which
+	// waits for room through the runtime's poller.
 	err := m.rc.Write(func(fd uintptr) bool {
 		for done < len(frames) {
 			r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&m.smsgs[done])),
@@ -126,6 +134,31 @@ func (m *mmsgIO) send(frames []frame) error {
 		return err
 	}
 	return serr
+}
+
+// sendTx sends msgs on the send-only socket without blocking and returns how many went out.
+// It sends none when there is no such socket.
+func (c *Conn) sendTx(msgs []unix.Mmsghdr) (int, error) {
+	c.txMu.RLock()
+	defer c.txMu.RUnlock()
+	if c.tx < 0 {
+		return 0, nil
+	}
+	done := 0
+	for done < len(msgs) {
+		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(c.tx), uintptr(unsafe.Pointer(&msgs[done])),
+			uintptr(len(msgs)-done), unix.MSG_DONTWAIT, 0, 0)
+		switch {
+		case e == unix.EAGAIN || e == unix.ENOBUFS:
+			return done, nil
+		case e == unix.EINTR:
+			continue
+		case e != 0:
+			return done, e
+		}
+		done += int(r)
+	}
+	return done, nil
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }

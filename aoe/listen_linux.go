@@ -27,5 +27,36 @@ func (c *Conn) tune() error {
 	if err != nil {
 		return err
 	}
-	return serr
+	if serr != nil {
+		return serr
+	}
+	return c.openTx()
+}
+
+// openTx opens the send-only socket for batched sends. Protocol 0 receives nothing; the
+// destination's sockaddr names the interface. Without it, batches go out on the main socket.
+func (c *Conn) openTx() error {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	// The transmit path needs no queueing discipline for frames that are answers; the
+	// option exists since Linux 3.14.
+	_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1)
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, socketBuffer) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, socketBuffer)
+	}
+	c.txMu.Lock()
+	c.tx = fd
+	c.txMu.Unlock()
+	return nil
+}
+
+func (c *Conn) closeTx() {
+	c.txMu.Lock()
+	defer c.txMu.Unlock()
+	if c.tx >= 0 {
+		_ = unix.Close(c.tx)
+		c.tx = -1
+	}
 }
