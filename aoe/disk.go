@@ -267,12 +267,13 @@ func (d *Disk) transfer(ctx context.Context, p []byte, off int64, write bool) er
 		if err := c.sendAll(batch); err != nil {
 			return err
 		}
-		// Wait for the earliest retransmit deadline among the calls in flight.
+		// Wait for the earliest retransmit deadline among the calls in flight. Only this
+		// goroutine sends them, so it reads their tries and send times without c.mu.
 		now := time.Now()
+		base := c.rtoBase()
 		wait := time.Hour
 		for _, cl := range calls {
-			tries, sent := c.sentAt(cl)
-			wait = min(wait, sent.Add(c.rto(tries)).Sub(now))
+			wait = min(wait, cl.sent.Add(backoff(base, cl.tries)).Sub(now))
 		}
 		if wait <= 0 {
 			wait = time.Microsecond
@@ -296,9 +297,10 @@ func (d *Disk) transfer(ctx context.Context, p []byte, off int64, write bool) er
 			}
 		case <-timer.C:
 			now := time.Now()
+			base := c.rtoBase()
 			for _, cl := range calls {
-				tries, sent := c.sentAt(cl)
-				if now.Sub(sent) < c.rto(tries) {
+				tries := cl.tries
+				if now.Sub(cl.sent) < backoff(base, tries) {
 					continue
 				}
 				if tries > c.cfg.Retries {
