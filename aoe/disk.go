@@ -245,7 +245,7 @@ func (d *Disk) transfer(ctx context.Context, p []byte, off int64, write bool) er
 				cl, free = free[k-1], free[:k-1]
 			} else {
 				cl = &call{cmd: CommandATA, major: d.Target.Shelf, minor: d.Target.Slot, dst: d.dst, done: done,
-					frame: make([]byte, 0, HeaderLen+ATAArgLen+frameBytes+MinPayload)}
+					frame: dataAligned(HeaderLen + ATAArgLen + frameBytes + MinPayload)[:0]}
 			}
 			start := next * frameBytes
 			end := min(start+frameBytes, len(p))
