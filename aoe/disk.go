@@ -244,8 +244,13 @@ func (d *Disk) transfer(ctx context.Context, p []byte, off int64, write bool) er
 			if k := len(free); k > 0 {
 				cl, free = free[k-1], free[:k-1]
 			} else {
-				cl = &call{cmd: CommandATA, major: d.Target.Shelf, minor: d.Target.Slot, dst: d.dst, done: done,
-					frame: dataAligned(HeaderLen + ATAArgLen + frameBytes + MinPayload)[:0]}
+				cl = &call{cmd: CommandATA, major: d.Target.Shelf, minor: d.Target.Slot, dst: d.dst, done: done}
+				if write {
+					// Sector data on a page boundary, for the kernel's aligned copy.
+					cl.frame = dataAligned(HeaderLen + ATAArgLen + frameBytes)[:0]
+				} else {
+					cl.frame = make([]byte, 0, MinPayload)
+				}
 			}
 			start := next * frameBytes
 			end := min(start+frameBytes, len(p))
