@@ -1,9 +1,12 @@
 // Command aoebench compares netroot's AoE target with vblade, both read by netroot's
 // initiator over a veth pair between two network namespaces, at MTU 1500 and 9000. It prints
 // sequential read throughput, target CPU per GB read and random 4 KiB read IOPS for each, and
-// the ratios. It needs root, ip (iproute2) and vblade, and cleans up after itself.
+// the ratios; also the target's context switches per MB and the initiator's own CPU per GB.
+// With -null it also measures netroot's target over a backend that does no I/O, which shows
+// what the initiator and the veth pair allow at most. It needs root, ip (iproute2) and
+// vblade, and cleans up after itself.
 //
-//	go run ./bench/aoe -size 256 -rand 20000
+//	go run ./bench/aoe -size 256 -rand 20000 -null
 package main
 
 import (
