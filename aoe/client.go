@@ -59,7 +59,7 @@ type Client struct {
 	mu    sync.Mutex
 	calls map[uint32]*call
 	multi map[uint32]chan<- *Response // Discover listeners, also fed announcements
-	// senders are frameIOs for batched sends, one per concurrent sender.
+	// senders are *sender for batched sends, one per concurrent sender.
 	senders sync.Pool
 	rttMu   sync.Mutex
 	srtt    time.Duration
@@ -80,6 +80,12 @@ type ClientStats struct {
 // Stats returns the client's counters.
 func (c *Client) Stats() ClientStats {
 	return ClientStats{Sent: c.sent.Load(), Retransmits: c.retransmits.Load()}
+}
+
+// sender is a frameIO for batched sends and its frame list, kept between sends.
+type sender struct {
+	fio    frameIO
+	frames []frame
 }
 
 // call is one request awaiting its response.
@@ -168,7 +174,9 @@ func (c *Client) receive() {
 	fio := newFrameIO(c.pc)
 	frames := make([]frame, batchSize)
 	for i := range frames {
-		frames[i].buf = make([]byte, max(c.mtu, DefaultMTU))
+		// Sector data on a page boundary: the kernel copies it from the start of the
+		// socket buffer's pages (see vnetHeader), and aligned copies are the fast ones.
+		frames[i].buf = dataAligned(max(c.mtu, DefaultMTU))
 	}
 	for {
 		n, err := fio.recv(frames)
@@ -277,13 +285,21 @@ func (c *Client) measure(rtt time.Duration) {
 }
 
 // rto is the retransmit timeout for a request sent tries times.
-func (c *Client) rto(tries int) time.Duration {
+func (c *Client) rto(tries int) time.Duration { return backoff(c.rtoBase(), tries) }
+
+// rtoBase is the retransmit timeout for a request sent once.
+func (c *Client) rtoBase() time.Duration {
 	c.rttMu.Lock()
-	t := c.cfg.RetransmitTimeout
+	defer c.rttMu.Unlock()
 	if c.srtt != 0 {
-		t = max(c.srtt+4*c.rttvar, c.cfg.MinRetransmitTimeout)
+		return max(c.srtt+4*c.rttvar, c.cfg.MinRetransmitTimeout)
 	}
-	c.rttMu.Unlock()
+	return c.cfg.RetransmitTimeout
+}
+
+// backoff doubles the timeout t for each retransmission of a request sent tries times, up
+// to 2 s.
+func backoff(t time.Duration, tries int) time.Duration {
 	for i := 1; i < tries && t < 2*time.Second; i++ {
 		t *= 2
 	}
@@ -310,17 +326,19 @@ func (c *Client) sendAll(calls []*call) error {
 	}
 	c.mu.Unlock()
 	c.sent.Add(uint64(len(calls)))
-	fio, _ := c.senders.Get().(frameIO)
-	if fio == nil {
-		fio = newFrameIO(c.pc)
+	s, _ := c.senders.Get().(*sender)
+	if s == nil {
+		s = &sender{fio: newFrameIO(c.pc)}
 	}
-	defer c.senders.Put(fio)
-	frames := make([]frame, len(calls))
+	defer c.senders.Put(s)
+	s.frames = slices.Grow(s.frames[:0], len(calls))[:len(calls)]
 	for i, cl := range calls {
-		frames[i].buf = cl.frame
-		copy(frames[i].addr[:], cl.dst.HardwareAddr)
+		s.frames[i].buf = cl.frame
+		copy(s.frames[i].addr[:], cl.dst.HardwareAddr)
 	}
-	if err := fio.send(frames); err != nil {
+	err := s.fio.send(s.frames)
+	clear(s.frames) // the pool must not keep the calls' frames alive
+	if err != nil {
 		for _, cl := range calls {
 			c.forget(cl)
 		}
@@ -359,17 +377,11 @@ func (c *Client) transmit(cl *call, first bool) error {
 	return nil
 }
 
-// triesOf returns how often cl has been sent, and sentAt when it was last sent.
+// triesOf returns how often cl has been sent.
 func (c *Client) triesOf(cl *call) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return cl.tries
-}
-
-func (c *Client) sentAt(cl *call) (int, time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return cl.tries, cl.sent
 }
 
 func (c *Client) forget(cl *call) {

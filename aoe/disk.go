@@ -244,8 +244,13 @@ func (d *Disk) transfer(ctx context.Context, p []byte, off int64, write bool) er
 			if k := len(free); k > 0 {
 				cl, free = free[k-1], free[:k-1]
 			} else {
-				cl = &call{cmd: CommandATA, major: d.Target.Shelf, minor: d.Target.Slot, dst: d.dst, done: done,
-					frame: make([]byte, 0, HeaderLen+ATAArgLen+frameBytes+MinPayload)}
+				cl = &call{cmd: CommandATA, major: d.Target.Shelf, minor: d.Target.Slot, dst: d.dst, done: done}
+				if write {
+					// Sector data on a page boundary, for the kernel's aligned copy.
+					cl.frame = dataAligned(HeaderLen + ATAArgLen + frameBytes)[:0]
+				} else {
+					cl.frame = make([]byte, 0, MinPayload)
+				}
 			}
 			start := next * frameBytes
 			end := min(start+frameBytes, len(p))
@@ -267,12 +272,13 @@ func (d *Disk) transfer(ctx context.Context, p []byte, off int64, write bool) er
 		if err := c.sendAll(batch); err != nil {
 			return err
 		}
-		// Wait for the earliest retransmit deadline among the calls in flight.
+		// Wait for the earliest retransmit deadline among the calls in flight. Only this
+		// goroutine sends them, so it reads their tries and send times without c.mu.
 		now := time.Now()
+		base := c.rtoBase()
 		wait := time.Hour
 		for _, cl := range calls {
-			tries, sent := c.sentAt(cl)
-			wait = min(wait, sent.Add(c.rto(tries)).Sub(now))
+			wait = min(wait, cl.sent.Add(backoff(base, cl.tries)).Sub(now))
 		}
 		if wait <= 0 {
 			wait = time.Microsecond
@@ -296,9 +302,10 @@ func (d *Disk) transfer(ctx context.Context, p []byte, off int64, write bool) er
 			}
 		case <-timer.C:
 			now := time.Now()
+			base := c.rtoBase()
 			for _, cl := range calls {
-				tries, sent := c.sentAt(cl)
-				if now.Sub(sent) < c.rto(tries) {
+				tries := cl.tries
+				if now.Sub(cl.sent) < backoff(base, tries) {
 					continue
 				}
 				if tries > c.cfg.Retries {

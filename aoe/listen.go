@@ -3,6 +3,8 @@ package aoe
 import (
 	"fmt"
 	"net"
+	"sync"
+	"sync/atomic"
 
 	"github.com/mdlayher/packet"
 )
@@ -12,6 +14,13 @@ import (
 type Conn struct {
 	*packet.Conn
 	ifi *net.Interface
+	// tx is a second, send-only socket for batched sends (-1 when there is none). It is kept
+	// out of the runtime's poller: the poller asks for write readiness on its sockets, so
+	// every frame the peer consumed from a socket the poller watches would be an edge that
+	// wakes a sleeping thread for nothing.
+	txMu  sync.RWMutex // held for reading while a send uses tx
+	tx    int
+	txRaw atomic.Bool // tx takes a virtio and an Ethernet header before each frame
 }
 
 var _ net.PacketConn = (*Conn)(nil)
@@ -27,12 +36,18 @@ func Listen(ifname string) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aoe: listen on %q: %w", ifname, err)
 	}
-	c := &Conn{Conn: pc, ifi: ifi}
+	c := &Conn{Conn: pc, ifi: ifi, tx: -1}
 	if err := c.tune(); err != nil {
-		_ = pc.Close()
+		_ = c.Close()
 		return nil, fmt.Errorf("aoe: socket options on %q: %w", ifname, err)
 	}
 	return c, nil
+}
+
+// Close closes the socket.
+func (c *Conn) Close() error {
+	c.closeTx()
+	return c.Conn.Close()
 }
 
 // MTU is the interface MTU when the socket was opened: the largest AoE payload it carries.

@@ -3,3 +3,5 @@
 package aoe
 
 func (c *Conn) tune() error { return nil }
+
+func (c *Conn) closeTx() {}

@@ -230,3 +230,22 @@ func TestRawVblade(t *testing.T) {
 		})
 	}
 }
+
+// TestListenCloseReleasesSockets checks that Close releases every socket Listen opened,
+// including the send-only one the batched sends use.
+func TestListenCloseReleasesSockets(t *testing.T) {
+	p := newVethPair(t, 1500)
+	openFDs := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		require.NoError(t, err)
+		return len(ents)
+	}
+	before := openFDs()
+	for range 3 {
+		c, err := aoetest.ListenIn(p.nsA, p.ifA)
+		require.NoError(t, err)
+		require.Greater(t, openFDs(), before)
+		require.NoError(t, c.Close())
+	}
+	require.Equal(t, before, openFDs())
+}

@@ -1,9 +1,12 @@
 // Command aoebench compares netroot's AoE target with vblade, both read by netroot's
 // initiator over a veth pair between two network namespaces, at MTU 1500 and 9000. It prints
 // sequential read throughput, target CPU per GB read and random 4 KiB read IOPS for each, and
-// the ratios. It needs root, ip (iproute2) and vblade, and cleans up after itself.
+// the ratios; also the target's context switches per MB and the initiator's own CPU per GB.
+// With -null it also measures netroot's target over a backend that does no I/O, which shows
+// what the initiator and the veth pair allow at most. It needs root, ip (iproute2) and
+// vblade, and cleans up after itself.
 //
-//	go run ./bench/aoe -size 256 -rand 20000
+//	go run ./bench/aoe -size 256 -rand 20000 -null
 package main
 
 import (
@@ -39,16 +42,12 @@ func main() {
 	depth := flag.Int("depth", 32, "random reads in flight")
 	mtus := flag.String("mtu", "1500,9000", "MTUs to measure")
 	timeout := flag.Duration("timeout", 60*time.Second, "limit for each measurement")
+	null := flag.Bool("null", false, "also measure netroot's target with a backend that does no I/O: the initiator's ceiling")
+	targets := flag.String("targets", "netroot,vblade", "targets to measure; ratios need both")
 	flag.Parse()
 	if *serve {
-		serveTarget(*iface, *file)
+		serveTarget(*iface, *file, *null)
 		return
-	}
-	if path := os.Getenv("AOEBENCH_CLIENTPROFILE"); path != "" {
-		pf, err := os.Create(path)
-		must(err)
-		must(pprof.StartCPUProfile(pf))
-		defer pprof.StopCPUProfile()
 	}
 	if os.Geteuid() != 0 {
 		log.Fatal("aoebench: needs root for network namespaces and AF_PACKET sockets")
@@ -65,26 +64,41 @@ func main() {
 	defer os.RemoveAll(dir)
 	img := filepath.Join(dir, "disk.img")
 	must(writeImage(img, int64(*sizeMiB)<<20))
+	if path := os.Getenv("AOEBENCH_CLIENTPROFILE"); path != "" {
+		pf, err := os.Create(path)
+		must(err)
+		must(pprof.StartCPUProfile(pf))
+		defer pprof.StopCPUProfile()
+	}
 
-	fmt.Printf("%-8s %-6s %12s %12s %12s\n", "target", "mtu", "seq MB/s", "CPU s/GB", "rand IOPS")
+	fmt.Printf("%-8s %-6s %12s %12s %12s %12s %12s\n", "target", "mtu", "seq MB/s", "CPU s/GB", "rand IOPS", "ctxsw/MB", "client s/GB")
 	for _, ms := range strings.Split(*mtus, ",") {
 		mtu, err := strconv.Atoi(strings.TrimSpace(ms))
 		must(err)
-		var res [2]result
-		for i, name := range []string{"netroot", "vblade"} {
-			res[i], err = measure(name, vblade, img, mtu, int64(*sizeMiB)<<20, *randReads, *depth, *timeout)
+		names := strings.Split(*targets, ",")
+		if *null {
+			names = append(names, "null")
+		}
+		res := map[string]result{}
+		for _, name := range names {
+			r, err := measure(name, vblade, img, mtu, int64(*sizeMiB)<<20, *randReads, *depth, *timeout)
 			if err != nil {
 				log.Printf("aoebench: %s at MTU %d: %v", name, mtu, err)
 				return
 			}
-			fmt.Printf("%-8s %-6d %12.1f %12.2f %12.0f\n", name, mtu, res[i].mbps, res[i].cpuPerGB, res[i].iops)
+			res[name] = r
+			fmt.Printf("%-8s %-6d %12.1f %12.2f %12.0f %12.1f %12.2f\n", name, mtu, r.mbps, r.cpuPerGB, r.iops, r.switchesPerMB, r.clientPerGB)
 		}
-		fmt.Printf("%-8s %-6d %11.2fx %11.2fx %11.2fx\n", "ratio", mtu,
-			res[0].mbps/res[1].mbps, res[0].cpuPerGB/res[1].cpuPerGB, res[0].iops/res[1].iops)
+		if a, ok := res["netroot"]; ok {
+			if b, ok := res["vblade"]; ok {
+				fmt.Printf("%-8s %-6d %11.2fx %11.2fx %11.2fx\n", "ratio", mtu,
+					a.mbps/b.mbps, a.cpuPerGB/b.cpuPerGB, a.iops/b.iops)
+			}
+		}
 	}
 }
 
-type result struct{ mbps, cpuPerGB, iops float64 }
+type result struct{ mbps, cpuPerGB, iops, switchesPerMB, clientPerGB float64 }
 
 func must(err error) {
 	if err != nil {
@@ -115,14 +129,20 @@ func writeImage(path string, size int64) error {
 }
 
 // serveTarget runs in the target namespace as a child process, so that its CPU time is its own.
-func serveTarget(iface, file string) {
+// With null, reads return zeros without touching the file, so that what is measured is the
+// initiator, the network and the target's frame handling.
+func serveTarget(iface, file string, null bool) {
 	pc, err := aoe.Listen(iface)
 	must(err)
 	f, err := os.Open(file)
 	must(err)
 	fi, err := f.Stat()
 	must(err)
-	tgt := &aoe.Target{Devices: []*aoe.Device{{Shelf: 0, Slot: 1, Backend: imageFile{f, fi.Size()}, ReadOnly: true}}}
+	var dev backend.Device = imageFile{f, fi.Size()}
+	if null {
+		dev = nullDevice(fi.Size())
+	}
+	tgt := &aoe.Target{Devices: []*aoe.Device{{Shelf: 0, Slot: 1, Backend: dev, ReadOnly: true}}}
 	// AOEBENCH_WORKERS overrides the target's worker count, to compare settings.
 	if w, err := strconv.Atoi(os.Getenv("AOEBENCH_WORKERS")); err == nil {
 		tgt.Workers = w
@@ -154,6 +174,13 @@ func (f imageFile) Size() int64 { return f.size }
 
 var _ backend.Device = imageFile{}
 
+// nullDevice is a read-only device whose reads leave the buffer as it is.
+type nullDevice int64
+
+func (n nullDevice) Size() int64 { return int64(n) }
+
+func (n nullDevice) ReadAt(p []byte, off int64) (int, error) { return len(p), nil }
+
 func measure(name, vblade, img string, mtu int, size int64, nrand, depth int, limit time.Duration) (result, error) {
 	var res result
 	id := fmt.Sprintf("%d", os.Getpid()%100000)
@@ -184,7 +211,14 @@ func measure(name, vblade, img string, mtu int, size int64, nrand, depth int, li
 		if err != nil {
 			return res, err
 		}
-		cmd = exec.Command("ip", "netns", "exec", nsA, self, "-serve", "-iface", ifA, "-file", img)
+		args := []string{"netns", "exec", nsA}
+		// AOEBENCH_WRAP runs the target under a command such as "strace -c -f -o FILE".
+		args = append(args, strings.Fields(os.Getenv("AOEBENCH_WRAP"))...)
+		args = append(args, self, "-serve", "-iface", ifA, "-file", img)
+		if name == "null" {
+			args = append(args, "-null")
+		}
+		cmd = exec.Command("ip", args...)
 	}
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -217,7 +251,7 @@ func measure(name, vblade, img string, mtu int, size int64, nrand, depth int, li
 
 	// Sequential read in 4 MiB calls, like a dd of the whole image.
 	buf := make([]byte, 4<<20)
-	cpu0 := cpuTime(cmd.Process.Pid)
+	cpu0, cs0, self0 := cpuTime(cmd.Process.Pid), ctxSwitches(cmd.Process.Pid), selfCPU()
 	start := time.Now()
 	for off := int64(0); off < size; off += int64(len(buf)) {
 		n := min(int64(len(buf)), size-off)
@@ -227,6 +261,8 @@ func measure(name, vblade, img string, mtu int, size int64, nrand, depth int, li
 	}
 	el := time.Since(start)
 	cpu := cpuTime(cmd.Process.Pid) - cpu0
+	res.clientPerGB = (selfCPU() - self0).Seconds() / (float64(size) / 1e9)
+	res.switchesPerMB = float64(ctxSwitches(cmd.Process.Pid)-cs0) / (float64(size) / 1e6)
 	res.mbps = float64(size) / el.Seconds() / 1e6
 	res.cpuPerGB = cpu.Seconds() / (float64(size) / 1e9)
 
@@ -267,15 +303,50 @@ func run(name string, args ...string) error {
 	return nil
 }
 
-// cpuTime is the user plus system time of a process, from /proc/PID/stat.
+// cpuTime is the time the threads of a process have run, from /proc/PID/task/*/schedstat
+// (nanoseconds, where /proc/PID/stat counts 10 ms ticks).
 func cpuTime(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
+	paths, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var t time.Duration
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) > 0 {
+			ns, _ := strconv.ParseInt(f[0], 10, 64)
+			t += time.Duration(ns)
+		}
+	}
+	return t
+}
+
+// ctxSwitches is the number of context switches of all threads of a process so far, from
+// /proc/PID/task/*/status; threads that have exited are not counted.
+func ctxSwitches(pid int) int64 {
+	paths, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	var n int64
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
+				c, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				n += c
+			}
+		}
+	}
+	return n
+}
+
+// selfCPU is this process's user plus system time: the initiator's CPU.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
 	}
-	s := string(b)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, _ := strconv.ParseInt(fields[11], 10, 64)
-	st, _ := strconv.ParseInt(fields[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -6,6 +6,7 @@
 #
 #   bench/aoe/run.sh                 # 256 MiB image, 20000 random reads
 #   bench/aoe/run.sh -size 64 -rand 5000
+#   bench/aoe/run.sh -null           # also the initiator's ceiling: a target without backend I/O
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=$(mktemp -d)
