@@ -26,9 +26,7 @@ func sendfileConn(w io.Writer) syscall.RawConn {
 // so that they go from the page cache to the socket without a copy into user memory. If the
 // file ends early the message cannot be completed and the writer fails.
 func (m *msgWriter) sendFile(hdr []byte, f *os.File, off int64, n int) error {
-	m.waiting.Add(1)
-	m.mu.Lock()
-	m.waiting.Add(-1)
+	m.lock()
 	defer m.mu.Unlock()
 	if m.err != nil {
 		return m.err

@@ -83,12 +83,18 @@ func (m *msgWriter) setLen(n int) {
 	m.pending.Store(int64(n))
 }
 
-// send writes one message made of parts. The message is complete on the wire, or the writer
-// has failed, before any later message starts.
-func (m *msgWriter) send(parts ...[]byte) error {
+// lock takes mu for one message; waiting counts those queued for it meanwhile, so the holder
+// knows that another message follows and can leave the buffer for it to write.
+func (m *msgWriter) lock() {
 	m.waiting.Add(1)
 	m.mu.Lock()
 	m.waiting.Add(-1)
+}
+
+// send writes one message made of parts. The message is complete on the wire, or the writer
+// has failed, before any later message starts.
+func (m *msgWriter) send(parts ...[]byte) error {
+	m.lock()
 	defer m.mu.Unlock()
 	if m.err != nil {
 		return m.err
@@ -142,9 +148,7 @@ func (e errFill) Unwrap() error { return e.err }
 // saving the copy from a buffer of the caller's. If fill fails, nothing of the message is sent
 // and sendFill returns fill's error wrapped in errFill.
 func (m *msgWriter) sendFill(hdr []byte, n int, fill func([]byte) error) error {
-	m.waiting.Add(1)
-	m.mu.Lock()
-	m.waiting.Add(-1)
+	m.lock()
 	defer m.mu.Unlock()
 	if m.err != nil {
 		return m.err
