@@ -94,7 +94,6 @@ func (m *mmsgIO) send(frames []frame) error {
 		m.ssa = make([]unix.RawSockaddrLinklayer, len(frames))
 		m.seth = make([][ethHeaderLen]byte, len(frames))
 	}
-	raw := m.c.txRaw.Load()
 	for i := range frames {
 		f := &frames[i]
 		sa := &m.ssa[i]
@@ -118,13 +117,8 @@ func (m *mmsgIO) send(frames []frame) error {
 		h := &m.smsgs[i].Hdr
 		h.Name = (*byte)(unsafe.Pointer(sa))
 		h.Namelen = unix.SizeofSockaddrLinklayer
-		if raw {
-			h.Iov = &iov[0]
-			h.SetIovlen(3)
-		} else {
-			h.Iov = &iov[2]
-			h.SetIovlen(1)
-		}
+		h.Iov = &iov[0]
+		h.SetIovlen(3)
 	}
 	done, serr := m.c.sendTx(m.smsgs[:len(frames)])
 	if serr != nil {

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"sync/atomic"
 
 	"github.com/mdlayher/packet"
 )
@@ -18,9 +17,9 @@ type Conn struct {
 	// out of the runtime's poller: the poller asks for write readiness on its sockets, so
 	// every frame the peer consumed from a socket the poller watches would be an edge that
 	// wakes a sleeping thread for nothing.
-	txMu  sync.RWMutex // held for reading while a send uses tx
-	tx    int
-	txRaw atomic.Bool // tx takes a virtio and an Ethernet header before each frame
+	// It takes a virtio and an Ethernet header before each frame (see vnetHeader).
+	txMu sync.RWMutex // held for reading while a send uses tx
+	tx   int
 }
 
 var _ net.PacketConn = (*Conn)(nil)

@@ -30,21 +30,22 @@ func (c *Conn) tune() error {
 	if serr != nil {
 		return serr
 	}
-	return c.openTx()
+	c.openTx()
+	return nil
 }
 
 // openTx opens the send-only socket for batched sends: SOCK_RAW, because only raw packet
 // sockets take the virtio header (see vnetHeader), with protocol 0 so that it receives
 // nothing. Without it, batches go out on the main socket.
-func (c *Conn) openTx() error {
+func (c *Conn) openTx() {
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil
+		return
 	}
 	if len(c.ifi.HardwareAddr) != 6 ||
 		unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1) != nil {
 		_ = unix.Close(fd)
-		return nil
+		return
 	}
 	// Answers need no queueing discipline; the option exists since Linux 3.14.
 	_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1)
@@ -54,8 +55,6 @@ func (c *Conn) openTx() error {
 	c.txMu.Lock()
 	c.tx = fd
 	c.txMu.Unlock()
-	c.txRaw.Store(true)
-	return nil
 }
 
 func (c *Conn) closeTx() {
