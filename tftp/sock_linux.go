@@ -182,10 +182,7 @@ var spinners atomic.Int32
 // first polls for up to spinTime; when polling keeps missing (a peer farther away than that),
 // the transfer stops polling until the next decision.
 func (s *sock) pace() {
-	if s.spinning {
-		s.spinning = false
-		spinners.Add(-1)
-	}
+	s.stopSpinning()
 	s.misses = 0
 	if s.crowded != nil && s.crowded() {
 		return
@@ -205,6 +202,14 @@ func (s *sock) pace() {
 	s.spinning = true
 }
 
+// stopSpinning ends busy-polling until the next decision of pace.
+func (s *sock) stopSpinning() {
+	if s.spinning {
+		s.spinning = false
+		spinners.Add(-1)
+	}
+}
+
 // poll busy-polls for a datagram for up to spinTime. It reports false when none came.
 func (s *sock) poll(b []byte) (int, bool) {
 	for t0 := time.Now(); time.Since(t0) < spinTime; {
@@ -218,8 +223,7 @@ func (s *sock) poll(b []byte) (int, bool) {
 		}
 	}
 	if s.misses++; s.misses >= 4 {
-		s.spinning = false
-		spinners.Add(-1)
+		s.stopSpinning()
 	}
 	return 0, false
 }
@@ -248,10 +252,7 @@ func (s *sock) shutdown() {
 
 // close releases the socket; only its owner calls it, once no recv or send is running.
 func (s *sock) close() {
-	if s.spinning {
-		s.spinning = false
-		spinners.Add(-1)
-	}
+	s.stopSpinning()
 	if s.locked {
 		runtime.UnlockOSThread()
 		s.locked = false
@@ -271,13 +272,4 @@ func (s *sock) setBuffers(n int) {
 }
 
 // pathMTU returns the kernel's path MTU to the peer, or 0 when unknown.
-func (s *sock) pathMTU() int {
-	v, err := unix.GetsockoptInt(s.fd, unix.IPPROTO_IP, unix.IP_MTU)
-	if err != nil {
-		v, err = unix.GetsockoptInt(s.fd, unix.IPPROTO_IPV6, unix.IPV6_MTU)
-	}
-	if err != nil {
-		return 0
-	}
-	return v
-}
+func (s *sock) pathMTU() int { return fdPathMTU(s.fd) }
