@@ -71,7 +71,6 @@ func (c *conn) writeSpliced(r Request) error {
 		}
 		if rest := n - got; rest > 0 {
 			// The file failed: drain the payload so that the next request is read from its start.
-			c.w.undefer()
 			if _, err := io.CopyN(io.Discard, c.br, rest); err != nil {
 				return fmt.Errorf("nbd: draining refused write payload: %w", err)
 			}
@@ -155,10 +154,11 @@ func (c *conn) spliceIn(f *os.File, fo, n int64) (got int64, ferr, serr error) {
 		ferr = cerr
 	}
 	// Whatever the file did not take is thrown away, so the pipe is empty for the next write.
-	for buf := make([]byte, 0); inPipe > 0; {
-		if len(buf) == 0 {
-			buf = make([]byte, min(inPipe, 64<<10))
-		}
+	var buf []byte
+	if inPipe > 0 {
+		buf = make([]byte, min(inPipe, 64<<10))
+	}
+	for inPipe > 0 {
 		m, err := unix.Read(p.r, buf[:min(inPipe, int64(len(buf)))])
 		if err == unix.EINTR {
 			continue
