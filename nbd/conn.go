@@ -65,6 +65,7 @@ type conn struct {
 	filer     fileRanger
 	sendfile  bool // reads are sent from filer's file with sendfile, writes spliced into it
 	pipe      *spliceWriter
+	noPipe    bool // making a pipe failed: writes go through memory
 
 	w *msgWriter
 

@@ -271,7 +271,7 @@ func (c *conn) dispatch(r Request) error {
 	if c.inline(r) {
 		return c.serveInline(r)
 	}
-	if r.Type == CmdWrite && c.sendfile && r.Length >= spliceMin {
+	if r.Type == CmdWrite && c.sendfile && r.Length >= spliceMin && c.spliceFits(int(r.Length)) {
 		return c.writeSpliced(r)
 	}
 	select {
@@ -310,6 +310,13 @@ func (c *conn) dispatch(r Request) error {
 	go c.run(r, buf, held)
 	return nil
 }
+
+// acquire takes n bytes of the connection's memory budget, waiting for them, and returns
+// what it took.
+func (c *conn) acquire(n int64) int64 { return c.budget.acquire(n) }
+
+// release gives back what acquire took.
+func (c *conn) release(n int64) { c.budget.release(n) }
 
 // mayBlock ends the deferral of replies if reading n more bytes may wait for the client.
 func (c *conn) mayBlock(n int) {
