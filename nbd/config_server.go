@@ -33,7 +33,7 @@ func OpenConfigExport(x *ConfigExport) (backend.Device, error) {
 // NewServer returns a Server with the exports and settings of c: each export's file opened by
 // open (nil means OpenConfigExport), copyonwrite exports with a private overlay per connection
 // (a temporary file in cowdir, or next to the image, as nbd-server keeps them), readonly,
-// maxconnections, authfile, force_tls and tlsonly; and from [generic] allowlist, the TLS
+// maxconnections, timeout, authfile, force_tls and tlsonly; and from [generic] allowlist, the TLS
 // certificate files and force_tls.
 //
 // The caller sets Logger and the like, serves the Server on the listeners of c.Generic.Addrs(),
@@ -85,7 +85,8 @@ func (c *ConfigFile) NewServer(open func(*ConfigExport) (backend.Device, error))
 			return nil, nil, err
 		}
 		devices = append(devices, dev)
-		ex := &Export{Name: x.Name, Device: dev, Writable: !x.ReadOnly, MaxConnections: x.MaxConnections}
+		ex := &Export{Name: x.Name, Device: dev, Writable: !x.ReadOnly, MaxConnections: x.MaxConnections,
+			IdleTimeout: x.IdleTimeout}
 		if x.CopyOnWrite {
 			ex.CopyOnWrite = CopyOnWritePerConnection
 			dir := x.CowDir

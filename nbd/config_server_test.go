@@ -125,3 +125,34 @@ func TestConfigFileNewServerErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestConfigFileTimeout: an export's timeout disconnects its idle clients, and only its own.
+func TestConfigFileTimeout(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "root.img")
+	require.NoError(t, os.WriteFile(img, make([]byte, 4096), 0o644))
+	cfg := "[generic]\n[short]\nexportname = " + img + "\nreadonly = true\ntimeout = 1\n" +
+		"[long]\nexportname = " + img + "\nreadonly = true\n"
+	cf, err := nbd.ParseConfigFile(strings.NewReader(cfg), "config")
+	require.NoError(t, err)
+	assert.Empty(t, cf.Warnings)
+	srv, closeDevices, err := cf.NewServer(nil)
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, closeDevices()) }()
+	short, err := srv.Exports.LookupExport(context.Background(), "short")
+	require.NoError(t, err)
+	assert.Equal(t, time.Second, short.IdleTimeout)
+	addr := coreServe(t, srv)
+
+	r := dialRaw(t, addr, nbd.FlagCFixedNewstyle)
+	r.goRaw("short", false)
+	start := time.Now()
+	r.closed()
+	assert.Less(t, time.Since(start), 5*time.Second)
+
+	r = dialRaw(t, addr, nbd.FlagCFixedNewstyle)
+	r.goRaw("long", false)
+	time.Sleep(1500 * time.Millisecond)
+	r.request(nbd.Request{Type: nbd.CmdCache, Cookie: 1, Length: 512}, nil)
+	r.expectOK(1)
+}

@@ -46,6 +46,13 @@ type conn struct {
 	closing      atomic.Bool
 	// handing is set while Server.Handoff waits for this connection.
 	handing atomic.Bool
+	// source is the client's sourceKey; negotiating (guarded by the server's mu) that the
+	// connection counts among its source's handshakes.
+	source      string
+	negotiating bool
+	// Counted for Detach.
+	bytesRead, bytesWritten atomic.Int64
+	requests                int64
 
 	// Negotiation state.
 	tls          bool
@@ -127,13 +134,20 @@ func (c *conn) serve(ctx context.Context) (err error) {
 			c.closeNow()
 		}
 	}()
-	defer func() { handed = c.handOver(err, transmitted) }()
+	var start time.Time
+	defer func() {
+		handed = c.handOver(err, transmitted)
+		if transmitted {
+			c.detached(start, err, handed)
+		}
+	}()
 	stop := context.AfterFunc(ctx, c.shutdown)
 	defer stop()
 	if d := c.srv.handshakeTimeout(); d > 0 {
 		c.nc.SetDeadline(time.Now().Add(d))
 	}
 	done, err := c.handshake(ctx)
+	c.srv.handshakeDone(c)
 	if c.export != nil {
 		// Attached, even if the final reply could not be sent.
 		defer c.srv.releaseExport(c.export)
@@ -160,20 +174,13 @@ func (c *conn) serve(ctx context.Context) (err error) {
 	if c.srv.OnAttach != nil {
 		c.srv.OnAttach(c.export, c.remote)
 	}
-	transmitted = true
-	err = c.transmit()
-	c.log.Info("nbd: client detached export", "export", c.export.Name, "err", err)
-	return err
+	transmitted, start = true, time.Now()
+	return c.transmit()
 }
 
 func (c *conn) send(parts ...[]byte) error { return c.w.send(parts...) }
 
 func (c *conn) flush() error { return c.w.flush() }
-
-func (c *conn) failWrite(err error) error {
-	c.nc.Close()
-	return fmt.Errorf("nbd: write to %s: %w", addrString(c.remote), err)
-}
 
 // --- handshake ---
 
@@ -267,7 +274,12 @@ func (c *conn) option(ctx context.Context, opt Option, data []byte, fixed bool) 
 		switch opt {
 		case OptStartTLS, OptAbort:
 		case OptExportName:
+			c.refuse(RefusedTLSRequired, string(data), "the server requires TLS")
 			return false, false, fmt.Errorf("nbd: NBD_OPT_EXPORT_NAME %q before TLS on a TLS-only server", data)
+		case OptGo:
+			name, _, _ := parseInfoRequest(data)
+			c.refuse(RefusedTLSRequired, name, "the server requires TLS")
+			return false, false, c.optError(opt, RepErrTLSReqd, "TLS is required: send NBD_OPT_STARTTLS first")
 		default:
 			return false, false, c.optError(opt, RepErrTLSReqd, "TLS is required: send NBD_OPT_STARTTLS first")
 		}
@@ -401,11 +413,13 @@ type prefixConn struct {
 func (p *prefixConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 
 func (c *conn) exportName(ctx context.Context, name string) error {
-	e, _, reason := c.lookup(ctx, name)
+	e, typ, reason := c.lookup(ctx, name)
 	if e == nil {
+		c.refuse(refuseReasonOf(typ), name, reason)
 		return fmt.Errorf("nbd: NBD_OPT_EXPORT_NAME: %s", reason)
 	}
 	if err := c.attach(e, name); err != nil {
+		c.refuseAttach(name, err)
 		return fmt.Errorf("nbd: NBD_OPT_EXPORT_NAME: %w", err)
 	}
 	b := make([]byte, ExportNameReplySize, ExportNameReplySize+ExportNameZeroes)
@@ -449,12 +463,16 @@ func (c *conn) infoGo(ctx context.Context, opt Option, data []byte) (transmit bo
 	}
 	e, typ, reason := c.lookup(ctx, name)
 	if e == nil {
+		if opt == OptGo {
+			c.refuse(refuseReasonOf(typ), name, reason)
+		}
 		return false, c.optError(opt, typ, "%s", reason)
 	}
 	var size uint64
 	var flags TransmissionFlags
 	if opt == OptGo {
 		if err := c.attach(e, name); err != nil {
+			c.refuseAttach(name, err)
 			return false, c.optError(opt, RepErrPolicy, "%v", err)
 		}
 		size, flags = c.size, c.flags
@@ -522,7 +540,7 @@ func (c *conn) exportFlags(e *Export, dev backend.Device) TransmissionFlags {
 // attach makes e this connection's export, creating its overlay if it has one.
 func (c *conn) attach(e *Export, requested string) error {
 	if !c.srv.acquireExport(e) {
-		return fmt.Errorf("export %q: connection limit %d reached", e.Name, e.MaxConnections)
+		return fmt.Errorf("export %q: connection limit %d reached: %w", e.Name, e.MaxConnections, errExportFull)
 	}
 	if err := c.attachDevice(e, requested); err != nil {
 		c.srv.releaseExport(e)

@@ -91,7 +91,7 @@ func (c *conn) writeSpliced(r Request) error {
 		_, ferr = c.dev.(io.WriterAt).WriteAt(*tail, off+b+inPipe)
 	}
 	if ferr == nil {
-		c.srv.stats.bytesWritten.Add(int64(r.Length))
+		c.countWritten(int64(r.Length))
 		if r.Flags&CmdFlagFUA != 0 {
 			ferr = c.sync()
 		}

@@ -174,6 +174,10 @@ func (c *conn) transmit() error {
 	}
 	c.sem = make(chan struct{}, maxIn)
 	c.budget.init(DefaultMaxInflightBytes)
+	c.mu.Lock()
+	nc := c.nc
+	c.mu.Unlock()
+	c.w.setTimeout(c.srv.writeTimeout(), nc)
 	err := c.readRequests()
 	c.inflight.Wait()
 	if c.pipe != nil {
@@ -195,7 +199,10 @@ func (c *conn) transmit() error {
 
 func (c *conn) readRequests() error {
 	var hdr [RequestHeaderSize]byte
-	idle := c.srv.IdleTimeout
+	idle := c.export.IdleTimeout
+	if idle == 0 {
+		idle = c.srv.IdleTimeout
+	}
 	for {
 		if c.br.Buffered() < RequestHeaderSize {
 			// About to wait for the client: the replies held back go out now.
@@ -231,6 +238,7 @@ func (c *conn) readRequests() error {
 			idx = len(c.srv.stats.requests) - 1
 		}
 		c.srv.stats.requests[idx].Add(1)
+		c.requests++
 		if r.Type == CmdDisc {
 			return nil
 		}
@@ -284,12 +292,7 @@ func (c *conn) dispatch(r Request) error {
 	var held int64
 	var buf *[]byte
 	if r.Type == CmdWrite || r.Type == CmdRead {
-		var ok bool
-		if held, ok = c.budget.tryAcquire(int64(r.Length)); !ok {
-			c.w.undefer()
-			held = c.budget.acquire(int64(r.Length))
-			c.w.deferred.Store(true)
-		}
+		held = c.acquire(int64(r.Length))
 	}
 	if r.Type == CmdWrite || (r.Type == CmdRead && c.slicer == nil && !(c.sendfile && r.Length >= sendfileMin)) {
 		buf = getBuf(int(r.Length))
@@ -299,7 +302,7 @@ func (c *conn) dispatch(r Request) error {
 		err := c.readFull(*buf, true)
 		c.w.deferred.Store(true)
 		if err != nil {
-			c.budget.release(held)
+			c.release(held)
 			putBuf(buf)
 			<-c.sem
 			return fmt.Errorf("nbd: reading write payload of %d bytes: %w", r.Length, err)
@@ -310,13 +313,6 @@ func (c *conn) dispatch(r Request) error {
 	go c.run(r, buf, held)
 	return nil
 }
-
-// acquire takes n bytes of the connection's memory budget, waiting for them, and returns
-// what it took.
-func (c *conn) acquire(n int64) int64 { return c.budget.acquire(n) }
-
-// release gives back what acquire took.
-func (c *conn) release(n int64) { c.budget.release(n) }
 
 // mayBlock ends the deferral of replies if reading n more bytes may wait for the client.
 func (c *conn) mayBlock(n int) {
@@ -411,7 +407,7 @@ func (c *conn) run(r Request, buf *[]byte, held int64) {
 		}
 	}()
 	defer func() { <-c.sem }()
-	defer c.budget.release(held)
+	defer c.release(held)
 	if buf != nil {
 		defer putBuf(buf)
 	}
@@ -503,7 +499,7 @@ func (c *conn) handle(r Request, payload []byte) {
 	case CmdWrite:
 		_, err = c.dev.(io.WriterAt).WriteAt(payload, off)
 		if err == nil {
-			c.srv.stats.bytesWritten.Add(n)
+			c.countWritten(n)
 		}
 	case CmdFlush:
 		err = c.sync()
@@ -589,7 +585,7 @@ func (c *conn) read(r Request, buf []byte) {
 		c.readFailed(r, err)
 		return
 	}
-	c.srv.stats.bytesRead.Add(int64(len(buf)))
+	c.countRead(int64(len(buf)))
 	c.sendRead(r, buf)
 }
 
@@ -607,7 +603,7 @@ func (c *conn) readInline(r Request) {
 		return
 	}
 	if err == nil {
-		c.srv.stats.bytesRead.Add(int64(r.Length))
+		c.countRead(int64(r.Length))
 	}
 }
 
@@ -641,7 +637,7 @@ func (c *conn) readFile(r Request) {
 		return
 	}
 	if err == nil {
-		c.srv.stats.bytesRead.Add(int64(r.Length))
+		c.countRead(int64(r.Length))
 	}
 }
 
@@ -678,7 +674,7 @@ func (c *conn) readSlice(r Request) {
 		c.replyError(r, errnoOf(err), fmt.Sprintf("export %q: read %d+%d: %v", c.export.Name, r.Offset, r.Length, err))
 		return
 	}
-	c.srv.stats.bytesRead.Add(int64(len(b)))
+	c.countRead(int64(len(b)))
 	c.sendRead(r, b)
 }
 
