@@ -529,12 +529,21 @@ func (c *conn) exportFlags(e *Export, dev backend.Device) TransmissionFlags {
 	if c.structured {
 		f |= FlagSendDF
 	}
-	// Every connection sees the same device and the server keeps no cache, so flushes are
-	// visible across connections, except with per-connection overlays.
-	if e.CopyOnWrite != CopyOnWritePerConnection {
+	if canMultiConn(e) {
 		f |= FlagCanMultiConn
 	}
 	return f
+}
+
+// canMultiConn reports whether e may advertise NBD_FLAG_CAN_MULTI_CONN: whether a client's
+// connections see each other's completed writes, and a FLUSH on one makes the writes of all
+// durable. That holds when every connection of the client uses the same device: a read-only
+// export, a writable one (the server keeps no per-connection cache: writes go to the one
+// device, a backend.File's one descriptor, whose FLUSH is an fsync of the whole file), and
+// per-client overlays (one per client address). Per-connection overlays are private, so
+// their writes are not seen by the client's other connections.
+func canMultiConn(e *Export) bool {
+	return e.CopyOnWrite != CopyOnWritePerConnection
 }
 
 // attach makes e this connection's export, creating its overlay if it has one.

@@ -516,3 +516,64 @@ func TestInteropAuthFile(t *testing.T) {
 	assert.True(t, errors.As(err, &ee), "a client outside the authfile must be refused")
 	interopRun(t, nbdinfo, uri(addr, "here"))
 }
+
+// TestInteropNBDCopyMultiConn: nbdcopy (asked for four connections and four threads; it
+// never opens more connections than threads) opens several connections only to exports that
+// advertise NBD_FLAG_CAN_MULTI_CONN: read-only files and writable files (whose flush is an
+// fsync of the one file all connections write), not per-connection copy-on-write exports. The
+// copies are byte-exact either way.
+func TestInteropNBDCopyMultiConn(t *testing.T) {
+	nbdcopy := peertest.Program(t, "nbdcopy", "libnbd-bin")
+	dir := t.TempDir()
+	src := interopRandom(11, interopSize)
+	open := func(name string, data []byte, readOnly bool) (*backend.File, string) {
+		path := filepath.Join(dir, name+".img")
+		require.NoError(t, os.WriteFile(path, data, 0o644))
+		f, err := backend.OpenFile(path, &backend.FileOptions{ReadOnly: readOnly})
+		require.NoError(t, err)
+		t.Cleanup(func() { f.Close() })
+		return f, path
+	}
+	ro, _ := open("ro", src, true)
+	rw, rwPath := open("rw", make([]byte, interopSize), false)
+	base, _ := open("base", src, true)
+	srv := &nbd.Server{Exports: interopExports(t,
+		&nbd.Export{Name: "ro", Device: ro},
+		&nbd.Export{Name: "rw", Device: rw, Writable: true},
+		&nbd.Export{Name: "cow", Device: base, CopyOnWrite: nbd.CopyOnWritePerConnection},
+	)}
+	addr := interopServe(t, srv)
+	attached := func(f func()) int64 {
+		before := srv.Stats().Attached
+		f()
+		return srv.Stats().Attached - before
+	}
+
+	t.Run("read-only file", func(t *testing.T) {
+		out := filepath.Join(dir, "out-ro.img")
+		n := attached(func() { interopRun(t, nbdcopy, "-C", "4", "-T", "4", uri(addr, "ro"), out) })
+		assert.Equal(t, int64(4), n, "connections nbdcopy opened")
+		got, err := os.ReadFile(out)
+		require.NoError(t, err)
+		assert.True(t, bytes.Equal(src, got))
+	})
+	t.Run("writable file", func(t *testing.T) {
+		in := filepath.Join(dir, "in.img")
+		want := interopRandom(12, interopSize)
+		clear(want[2<<20 : 3<<20])
+		require.NoError(t, os.WriteFile(in, want, 0o644))
+		n := attached(func() { interopRun(t, nbdcopy, "-C", "4", "-T", "4", "--flush", in, uri(addr, "rw")) })
+		assert.Equal(t, int64(4), n, "connections nbdcopy opened")
+		got, err := os.ReadFile(rwPath)
+		require.NoError(t, err)
+		assert.True(t, bytes.Equal(want, got), "the file holds what nbdcopy wrote")
+	})
+	t.Run("per-connection copy-on-write", func(t *testing.T) {
+		out := filepath.Join(dir, "out-cow.img")
+		n := attached(func() { interopRun(t, nbdcopy, "-C", "4", "-T", "4", uri(addr, "cow"), out) })
+		assert.Equal(t, int64(1), n, "no multi-conn: one connection")
+		got, err := os.ReadFile(out)
+		require.NoError(t, err)
+		assert.True(t, bytes.Equal(src, got))
+	})
+}
