@@ -1,7 +1,8 @@
 // Package nbd implements the Network Block Device protocol as described by the protocol
 // document of the NetworkBlockDevice project (doc/proto.md in
 // https://github.com/NetworkBlockDevice/nbd): a fixed-newstyle server that exports block devices
-// from package backend, a client, and a reader of the reference nbd-server's configuration file.
+// from package backend, and a client. Package nbdconf reads the reference nbd-server's
+// configuration file.
 // Every protocol constant (proto.go) is taken from that document.
 //
 // # Server

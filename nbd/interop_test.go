@@ -23,6 +23,7 @@ import (
 	"github.com/netroot/netroot/backend"
 	"github.com/netroot/netroot/internal/peertest"
 	"github.com/netroot/netroot/nbd"
+	"github.com/netroot/netroot/nbd/nbdconf"
 	"github.com/netroot/netroot/nbd/nbdtest"
 )
 
@@ -501,16 +502,16 @@ func TestInteropTLS(t *testing.T) {
 func TestInteropAuthFile(t *testing.T) {
 	nbdinfo := peertest.Program(t, "nbdinfo", "libnbd-bin")
 	// An operator's authfile, read by the config reader, guards an export of the server.
-	allowed, err := nbd.ParseAuthFile(strings.NewReader("# lab\n198.51.100.0/24\n"), "allow")
+	allowed, err := nbdconf.ParseAuthFile(strings.NewReader("# lab\n198.51.100.0/24\n"), "allow")
 	require.NoError(t, err)
-	loopback, err := nbd.ParseAuthFile(strings.NewReader("127.0.0.0/8\n"), "allow")
+	loopback, err := nbdconf.ParseAuthFile(strings.NewReader("127.0.0.0/8\n"), "allow")
 	require.NoError(t, err)
 	set := interopExports(t,
 		&nbd.Export{Name: "elsewhere", Device: backend.NewMemory(1 << 20), Allow: allowed},
 		&nbd.Export{Name: "here", Device: backend.NewMemory(1 << 20), Allow: loopback},
 	)
 	addr := interopServe(t, &nbd.Server{Exports: set})
-	assert.False(t, nbd.AuthAllows(allowed, netip.MustParseAddr("127.0.0.1")))
+	assert.False(t, nbdconf.AuthAllows(allowed, netip.MustParseAddr("127.0.0.1")))
 	_, err = interopTry(t, nbdinfo, uri(addr, "elsewhere"))
 	var ee *exec.ExitError
 	assert.True(t, errors.As(err, &ee), "a client outside the authfile must be refused")
