@@ -185,12 +185,9 @@ func (c *conn) flush() error { return c.w.flush() }
 // --- handshake ---
 
 func (c *conn) optReply(opt Option, typ ReplyType, data []byte) error {
-	var h [OptionReplyHeaderSize]byte
-	binary.BigEndian.PutUint64(h[0:], OptionReplyMagic)
-	binary.BigEndian.PutUint32(h[8:], uint32(opt))
-	binary.BigEndian.PutUint32(h[12:], uint32(typ))
-	binary.BigEndian.PutUint32(h[16:], uint32(len(data)))
-	return c.send(h[:], data)
+	var a [OptionReplyHeaderSize]byte
+	h, _ := OptionReplyHeader{Option: opt, Type: typ, Length: uint32(len(data))}.AppendBinary(a[:0])
+	return c.send(h, data)
 }
 
 func (c *conn) optError(opt Option, typ ReplyType, format string, args ...any) error {
@@ -235,11 +232,11 @@ func (c *conn) handshake(ctx context.Context) (done bool, err error) {
 			}
 			return false, fmt.Errorf("nbd: reading option: %w", err)
 		}
-		if m := binary.BigEndian.Uint64(hdr[0:]); m != OptionMagic {
-			return false, fmt.Errorf("nbd: bad option magic %#x", m)
+		var oh OptionHeader
+		if err := oh.UnmarshalBinary(hdr[:]); err != nil {
+			return false, err
 		}
-		opt := Option(binary.BigEndian.Uint32(hdr[8:]))
-		n := binary.BigEndian.Uint32(hdr[12:])
+		opt, n := oh.Option, oh.Length
 		if n > maxOptionLength {
 			if n > maxOptionDrain || opt == OptExportName {
 				return false, fmt.Errorf("nbd: option %s length %d too large", opt, n)
@@ -277,8 +274,9 @@ func (c *conn) option(ctx context.Context, opt Option, data []byte, fixed bool) 
 			c.refuse(RefusedTLSRequired, string(data), "the server requires TLS")
 			return false, false, fmt.Errorf("nbd: NBD_OPT_EXPORT_NAME %q before TLS on a TLS-only server", data)
 		case OptGo:
-			name, _, _ := parseInfoRequest(data)
-			c.refuse(RefusedTLSRequired, name, "the server requires TLS")
+			var req InfoRequest
+			req.UnmarshalBinary(data) // the name, if it parses, is only reported
+			c.refuse(RefusedTLSRequired, req.Name, "the server requires TLS")
 			return false, false, c.optError(opt, RepErrTLSReqd, "TLS is required: send NBD_OPT_STARTTLS first")
 		default:
 			return false, false, c.optError(opt, RepErrTLSReqd, "TLS is required: send NBD_OPT_STARTTLS first")
@@ -431,33 +429,12 @@ func (c *conn) exportName(ctx context.Context, name string) error {
 	return c.send(b)
 }
 
-// parseInfoRequest parses the data of NBD_OPT_INFO and NBD_OPT_GO.
-func parseInfoRequest(data []byte) (name string, infos []InfoType, err error) {
-	if len(data) < 6 {
-		return "", nil, fmt.Errorf("data length %d shorter than 6", len(data))
-	}
-	n := binary.BigEndian.Uint32(data)
-	if uint64(n) > uint64(len(data))-6 {
-		return "", nil, fmt.Errorf("name length %d exceeds data length %d - 6", n, len(data))
-	}
-	name = string(data[4 : 4+n])
-	rest := data[4+n:]
-	count := int(binary.BigEndian.Uint16(rest))
-	rest = rest[2:]
-	if len(rest) != 2*count {
-		return "", nil, fmt.Errorf("%d information requests need %d bytes, have %d", count, 2*count, len(rest))
-	}
-	for i := range count {
-		infos = append(infos, InfoType(binary.BigEndian.Uint16(rest[2*i:])))
-	}
-	return name, infos, nil
-}
-
 func (c *conn) infoGo(ctx context.Context, opt Option, data []byte) (transmit bool, err error) {
-	name, infos, perr := parseInfoRequest(data)
-	if perr != nil {
-		return false, c.optError(opt, RepErrInvalid, "%s: %v", opt, perr)
+	var req InfoRequest
+	if err := req.UnmarshalBinary(data); err != nil {
+		return false, c.optError(opt, RepErrInvalid, "%s: malformed data of %d bytes: %v", opt, len(data), err)
 	}
+	name, infos := req.Name, req.Infos
 	if len(name) > MaxStringLength {
 		return false, c.optError(opt, RepErrInvalid, "%s: export name length %d exceeds %d", opt, len(name), MaxStringLength)
 	}
@@ -479,10 +456,7 @@ func (c *conn) infoGo(ctx context.Context, opt Option, data []byte) (transmit bo
 	} else {
 		size, flags = uint64(e.Device.Size()), c.exportFlags(e, nil)
 	}
-	b := make([]byte, 12)
-	binary.BigEndian.PutUint16(b[0:], uint16(InfoExport))
-	binary.BigEndian.PutUint64(b[2:], size)
-	binary.BigEndian.PutUint16(b[10:], uint16(flags))
+	b, _ := InfoExportReply{Size: size, Flags: flags}.AppendBinary(nil)
 	if err := c.optReply(opt, RepInfo, b); err != nil {
 		return false, err
 	}
@@ -496,10 +470,8 @@ func (c *conn) infoGo(ctx context.Context, opt Option, data []byte) (transmit bo
 			b = binary.BigEndian.AppendUint16(nil, uint16(InfoDescription))
 			b = append(b, clipString(e.Description)...)
 		case InfoBlockSize:
-			b = binary.BigEndian.AppendUint16(nil, uint16(InfoBlockSize))
-			b = binary.BigEndian.AppendUint32(b, DefaultMinBlockSize)
-			b = binary.BigEndian.AppendUint32(b, DefaultPreferredBlockSize)
-			b = binary.BigEndian.AppendUint32(b, DefaultMaxPayloadSize)
+			b, _ = InfoBlockSizeReply{Min: DefaultMinBlockSize, Preferred: DefaultPreferredBlockSize,
+				MaxPayload: DefaultMaxPayloadSize}.AppendBinary(nil)
 		default:
 			continue
 		}
@@ -609,37 +581,6 @@ func (c *conn) dropOverlay() {
 	}
 }
 
-// parseMetaContextRequest parses the data of NBD_OPT_LIST_META_CONTEXT and
-// NBD_OPT_SET_META_CONTEXT.
-func parseMetaContextRequest(data []byte) (name string, queries []string, err error) {
-	if len(data) < 8 {
-		return "", nil, fmt.Errorf("data length %d shorter than 8", len(data))
-	}
-	n := binary.BigEndian.Uint32(data)
-	if uint64(n) > uint64(len(data))-8 {
-		return "", nil, fmt.Errorf("name length %d exceeds data length %d - 8", n, len(data))
-	}
-	name = string(data[4 : 4+n])
-	rest := data[4+n:]
-	count := binary.BigEndian.Uint32(rest)
-	rest = rest[4:]
-	for i := range count {
-		if len(rest) < 4 {
-			return "", nil, fmt.Errorf("query %d of %d: data ends", i, count)
-		}
-		q := binary.BigEndian.Uint32(rest)
-		if uint64(q) > uint64(len(rest))-4 {
-			return "", nil, fmt.Errorf("query %d length %d exceeds remaining data %d", i, q, len(rest)-4)
-		}
-		queries = append(queries, string(rest[4:4+q]))
-		rest = rest[4+q:]
-	}
-	if len(rest) != 0 {
-		return "", nil, fmt.Errorf("%d bytes after the last query", len(rest))
-	}
-	return name, queries, nil
-}
-
 func (c *conn) metaContext(ctx context.Context, opt Option, data []byte) error {
 	if opt == OptSetMetaContext {
 		// A SET replaces the previous selection even when it fails.
@@ -648,10 +589,11 @@ func (c *conn) metaContext(ctx context.Context, opt Option, data []byte) error {
 			return c.optError(opt, RepErrInvalid, "%s before NBD_OPT_STRUCTURED_REPLY", opt)
 		}
 	}
-	name, queries, err := parseMetaContextRequest(data)
-	if err != nil {
-		return c.optError(opt, RepErrInvalid, "%s: %v", opt, err)
+	var req MetaContextRequest
+	if err := req.UnmarshalBinary(data); err != nil {
+		return c.optError(opt, RepErrInvalid, "%s: malformed data of %d bytes: %v", opt, len(data), err)
 	}
+	name, queries := req.Name, req.Queries
 	for _, q := range queries {
 		if !bytes.Contains([]byte(q), []byte(":")) {
 			return c.optError(opt, RepErrInvalid, "%s: query %q has no namespace", opt, q)
@@ -675,8 +617,7 @@ func (c *conn) metaContext(ctx context.Context, opt Option, data []byte) error {
 			id = metaContextID
 			c.metaSelected, c.metaExport = true, name
 		}
-		b := binary.BigEndian.AppendUint32(nil, id)
-		b = append(b, MetaContextBaseAllocation...)
+		b, _ := MetaContextReply{ID: id, Name: MetaContextBaseAllocation}.AppendBinary(nil)
 		if err := c.optReply(opt, RepMetaContext, b); err != nil {
 			return err
 		}

@@ -734,18 +734,14 @@ func (c *conn) blockStatus(r Request) {
 	c.send(b)
 }
 
+// putSimpleReply puts a simple reply header at the start of b.
 func putSimpleReply(b []byte, errno Errno, cookie uint64) {
-	binary.BigEndian.PutUint32(b[0:], SimpleReplyMagic)
-	binary.BigEndian.PutUint32(b[4:], uint32(errno))
-	binary.BigEndian.PutUint64(b[8:], cookie)
+	SimpleReply{Errno: errno, Cookie: cookie}.AppendBinary(b[:0])
 }
 
+// putChunkHeader puts a structured reply chunk header at the start of b.
 func putChunkHeader(b []byte, flags ReplyFlags, typ ChunkType, cookie uint64, length uint32) {
-	binary.BigEndian.PutUint32(b[0:], StructuredReplyMagic)
-	binary.BigEndian.PutUint16(b[4:], uint16(flags))
-	binary.BigEndian.PutUint16(b[6:], uint16(typ))
-	binary.BigEndian.PutUint64(b[8:], cookie)
-	binary.BigEndian.PutUint32(b[16:], length)
+	ChunkHeader{Flags: flags, Type: typ, Cookie: cookie, Length: length}.AppendBinary(b[:0])
 }
 
 func (c *conn) replyOK(r Request) {
@@ -775,11 +771,10 @@ func (c *conn) replyError(r Request, errno Errno, msg string) error {
 	if len(msg) > 1024 {
 		msg = msg[:1024]
 	}
-	b := make([]byte, StructuredReplyHeaderSize+6, StructuredReplyHeaderSize+6+len(msg))
-	putChunkHeader(b, ReplyFlagDone, ReplyTypeError, r.Cookie, uint32(6+len(msg)))
-	binary.BigEndian.PutUint32(b[StructuredReplyHeaderSize:], uint32(errno))
-	binary.BigEndian.PutUint16(b[StructuredReplyHeaderSize+4:], uint16(len(msg)))
-	return c.send(append(b, msg...))
+	b, _ := ChunkHeader{Flags: ReplyFlagDone, Type: ReplyTypeError, Cookie: r.Cookie, Length: uint32(6 + len(msg))}.
+		AppendBinary(make([]byte, 0, StructuredReplyHeaderSize+6+len(msg)))
+	b, _ = ErrorChunk{Errno: errno, Message: msg}.AppendBinary(b)
+	return c.send(b)
 }
 
 var _ net.Conn = (*prefixConn)(nil)
