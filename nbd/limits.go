@@ -162,40 +162,42 @@ func (s *Server) handshakeDone(c *conn) {
 	}
 }
 
-// acquire takes n bytes of the connection's and the server's memory budgets, waiting for them
-// (replies held back go out first), and returns what it took.
-func (c *conn) acquire(n int64) int64 {
-	held, ok := c.budget.tryAcquire(n)
+// hold is what acquire took from the connection's budget and from the server's.
+type hold struct{ conn, srv int64 }
+
+// acquire takes n bytes of the connection's budget and, for memory (mem), of the server's,
+// waiting for them (replies held back go out first), and returns what it took.
+func (c *conn) acquire(n int64, mem bool) hold {
+	var h hold
+	var ok, sok bool
+	h.conn, ok = c.budget.tryAcquire(n)
 	srv := c.srv.buffers()
-	var sok bool
-	if ok {
-		if srv == nil {
-			return held
-		}
-		if _, sok = srv.tryAcquire(held); sok {
-			return held
-		}
+	if !mem || srv == nil {
+		srv, sok = nil, true
+	}
+	if ok && srv != nil {
+		h.srv, sok = srv.tryAcquire(n)
+	}
+	if ok && sok {
+		return h
 	}
 	c.w.undefer()
 	if !ok {
-		held = c.budget.acquire(n)
+		h.conn = c.budget.acquire(n)
 	}
-	if srv != nil && !sok {
+	if !sok {
 		c.srv.stats.bufferWaits.Add(1)
-		srv.acquire(held)
+		h.srv = srv.acquire(n)
 	}
 	c.w.deferred.Store(true)
-	return held
+	return h
 }
 
 // release gives back what acquire took.
-func (c *conn) release(n int64) {
-	if n == 0 {
-		return
-	}
-	c.budget.release(n)
-	if srv := c.srv.buffers(); srv != nil {
-		srv.release(min(n, srv.max))
+func (c *conn) release(h hold) {
+	c.budget.release(h.conn)
+	if h.srv != 0 {
+		c.srv.buffers().release(h.srv)
 	}
 }
 

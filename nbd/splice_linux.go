@@ -59,9 +59,9 @@ func (c *conn) writeSpliced(r Request) error {
 	c.w.undefer()
 	inPipe, serr := c.spliceIn(rest)
 	var tail *[]byte
-	var held int64
+	var held hold
 	if serr == nil && inPipe < rest {
-		held = c.acquire(rest - inPipe)
+		held = c.acquire(rest-inPipe, true)
 		tail = getBuf(int(rest - inPipe))
 		serr = c.readSocket(*tail)
 	}

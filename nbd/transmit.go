@@ -289,12 +289,15 @@ func (c *conn) dispatch(r Request) error {
 		c.sem <- struct{}{}
 		c.w.deferred.Store(true)
 	}
-	var held int64
+	var held hold
 	var buf *[]byte
+	// Reads from a device that lends its bytes or sends from its file take no memory of the
+	// server's: they count against the connection's budget only.
+	mem := r.Type == CmdWrite || (r.Type == CmdRead && c.slicer == nil && !(c.sendfile && r.Length >= sendfileMin))
 	if r.Type == CmdWrite || r.Type == CmdRead {
-		held = c.acquire(int64(r.Length))
+		held = c.acquire(int64(r.Length), mem)
 	}
-	if r.Type == CmdWrite || (r.Type == CmdRead && c.slicer == nil && !(c.sendfile && r.Length >= sendfileMin)) {
+	if mem {
 		buf = getBuf(int(r.Length))
 	}
 	if r.Type == CmdWrite {
@@ -398,7 +401,7 @@ func (c *conn) peek(n int) ([]byte, error) {
 }
 
 // run serves one request and releases what dispatch acquired for it.
-func (c *conn) run(r Request, buf *[]byte, held int64) {
+func (c *conn) run(r Request, buf *[]byte, held hold) {
 	defer c.inflight.Done()
 	defer func() {
 		// The last reply of a burst flushes the replies held for it.
