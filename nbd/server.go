@@ -65,9 +65,10 @@ type Server struct {
 	// 0 means DefaultMaxBufferBytes, negative no limit. A connection that would exceed it
 	// waits before reading its next request.
 	MaxBufferBytes int64
-	// WriteTimeout disconnects a client in transmission that leaves a reply untaken for this
-	// long (a client that sends requests and stops reading would otherwise hold the memory of
-	// their replies); 0 means DefaultWriteTimeout, negative none.
+	// WriteTimeout disconnects a client in transmission when a write of replies to it does not
+	// complete within this long (a client that sends requests and stops reading would
+	// otherwise hold the memory of their replies); a write of a large reply must complete in
+	// time too. 0 means DefaultWriteTimeout, negative none.
 	WriteTimeout time.Duration
 	// Logger receives connection-level events; nil means silent.
 	Logger *slog.Logger
