@@ -151,3 +151,36 @@ func TestCutWriteLeavesNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownCompletesSplicedWrite: Shutdown lets a large write to a file that has started
+// arriving finish, on the splice path, within the pipe and beyond it.
+func TestShutdownCompletesSplicedWrite(t *testing.T) {
+	for _, n := range []int{256 << 10, 4 << 20} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "disk.img")
+			require.NoError(t, os.WriteFile(path, make([]byte, 8<<20), 0o600))
+			f, err := backend.OpenFile(path, nil)
+			require.NoError(t, err)
+			defer f.Close()
+			srv := &nbd.Server{Exports: coreExports(t, &nbd.Export{Name: "x", Device: f, Writable: true})}
+			addr := coreServe(t, srv)
+			r := dialRaw(t, addr, nbd.FlagCFixedNewstyle|nbd.FlagCNoZeroes)
+			r.goRaw("x", false)
+			payload := patterned(n).Bytes()
+			b, err := nbd.Request{Type: nbd.CmdWrite, Cookie: 3, Offset: 4096, Length: uint32(n)}.MarshalBinary()
+			require.NoError(t, err)
+			r.write(append(b, payload[:n/3]...))
+			time.Sleep(50 * time.Millisecond)
+			shut := make(chan error, 1)
+			go func() { shut <- srv.Shutdown(context.Background()) }()
+			time.Sleep(50 * time.Millisecond)
+			r.write(payload[n/3:])
+			r.expectOK(3)
+			r.closed()
+			require.NoError(t, <-shut)
+			onDisk, err := os.ReadFile(path)
+			require.NoError(t, err)
+			assert.True(t, bytes.Equal(payload, onDisk[4096:4096+n]))
+		})
+	}
+}

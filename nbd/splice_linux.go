@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -153,10 +152,8 @@ func (c *conn) spliceIn(n int64) (got int64, serr error) {
 			}
 			return true
 		})
-		var ne net.Error
-		if serr != nil && c.closing.Load() && errors.As(serr, &ne) && ne.Timeout() {
+		if c.graceAtShutdown(serr) {
 			// Shutdown interrupted a payload that has started: let the client finish it.
-			c.nc.SetReadDeadline(time.Now().Add(shutdownGrace))
 			serr = nil
 			continue
 		}
@@ -168,9 +165,7 @@ func (c *conn) spliceIn(n int64) (got int64, serr error) {
 // at shutdown.
 func (c *conn) readSocket(b []byte) error {
 	n, err := io.ReadFull(c.nc, b)
-	var ne net.Error
-	if err != nil && c.closing.Load() && errors.As(err, &ne) && ne.Timeout() {
-		c.nc.SetReadDeadline(time.Now().Add(shutdownGrace))
+	if c.graceAtShutdown(err) {
 		_, err = io.ReadFull(c.nc, b[n:])
 	}
 	return err

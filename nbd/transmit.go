@@ -256,12 +256,22 @@ const shutdownGrace = 5 * time.Second
 // rather than cut in half.
 func (c *conn) readFull(b []byte, started bool) error {
 	n, err := io.ReadFull(c.br, b)
-	var ne net.Error
-	if err != nil && (started || n > 0) && c.closing.Load() && errors.As(err, &ne) && ne.Timeout() {
-		c.nc.SetReadDeadline(time.Now().Add(shutdownGrace))
+	if (started || n > 0) && c.graceAtShutdown(err) {
 		_, err = io.ReadFull(c.br, b[n:])
 	}
 	return err
+}
+
+// graceAtShutdown reports whether err is the read deadline of Shutdown (or Handoff) cutting
+// into a request that has started arriving, and if so gives the client shutdownGrace more to
+// complete it. It is the one place of that rule, for every way a request is read.
+func (c *conn) graceAtShutdown(err error) bool {
+	var ne net.Error
+	if err == nil || !c.closing.Load() || !errors.As(err, &ne) || !ne.Timeout() {
+		return false
+	}
+	c.nc.SetReadDeadline(time.Now().Add(shutdownGrace))
+	return true
 }
 
 // dispatch validates r, reads its payload and serves it, or hands it to a goroutine.
@@ -392,9 +402,7 @@ func (c *conn) serveInline(r Request) (err error) {
 // peek is readFull for a payload served from the read buffer.
 func (c *conn) peek(n int) ([]byte, error) {
 	p, err := c.br.Peek(n)
-	var ne net.Error
-	if err != nil && len(p) > 0 && c.closing.Load() && errors.As(err, &ne) && ne.Timeout() {
-		c.nc.SetReadDeadline(time.Now().Add(shutdownGrace))
+	if len(p) > 0 && c.graceAtShutdown(err) {
 		p, err = c.br.Peek(n)
 	}
 	return p, err
