@@ -85,6 +85,7 @@ type Server struct {
 	exportConns map[string]int
 	overlays    map[string]backend.Device
 	inShutdown  atomic.Bool
+	stopped     atomic.Bool // Shutdown or Close was called: for good, unlike a Handoff
 	handingOff  atomic.Bool
 	handoff     *handoffState
 	handshakes  map[string]int // connections negotiating, by sourceKey
@@ -384,6 +385,7 @@ func (s *Server) clientOverlay(e *Export, key string) (backend.Device, error) {
 // the devices and closes the connections. It returns when all are closed, or with ctx's error
 // when ctx ends first (the remaining connections are then closed at once).
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopped.Store(true)
 	s.inShutdown.Store(true)
 	s.mu.Lock()
 	for l := range s.listeners {
@@ -424,6 +426,7 @@ func (s *Server) closeOverlays() {
 // requests in flight. Per-client overlays are kept (connections may still be using them) and
 // released by a Shutdown that completes.
 func (s *Server) Close() error {
+	s.stopped.Store(true)
 	s.inShutdown.Store(true)
 	s.mu.Lock()
 	for l := range s.listeners {
