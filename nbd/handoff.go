@@ -254,9 +254,7 @@ func (s *Server) Handoff(ctx context.Context) (*HandoffResult, error) {
 	s.handoff = h
 	s.handingOff.Store(true)
 	s.inShutdown.Store(true)
-	for l := range s.listeners {
-		(*l).Close()
-	}
+	s.closeListeners()
 	for c := range s.conns {
 		switch c.startHandoff() {
 		case handoffPending:

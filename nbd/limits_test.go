@@ -127,7 +127,9 @@ func TestRefusals(t *testing.T) {
 	assert.Equal(t, nbd.RefusedTLSRequired, last().Reason)
 	assert.Contains(t, last().Detail, "requires TLS")
 
-	// Two connections negotiating from 127.0.0.1: a third is closed at once.
+	// Two connections negotiating from 127.0.0.1: a third is closed at once. (The refused
+	// clients above must be gone first: the server counts them until it sees them leave.)
+	waitFor(t, func() bool { return srv.Stats().ActiveConnections == 1 })
 	dialRaw(t, addr, nbd.FlagCFixedNewstyle)
 	dialRaw(t, addr, nbd.FlagCFixedNewstyle)
 	waitFor(t, func() bool { return srv.Stats().ActiveConnections == 3 })

@@ -80,7 +80,7 @@ type Server struct {
 	OnRefuse func(Refusal)
 
 	mu          sync.Mutex
-	listeners   map[*net.Listener]struct{}
+	listeners   map[*net.Listener]bool // true once the server closed it
 	conns       map[*conn]struct{}
 	exportConns map[string]int
 	overlays    map[string]backend.Device
@@ -220,7 +220,7 @@ func (s *Server) Serve(l net.Listener) error {
 	for {
 		c, err := l.Accept()
 		if err != nil {
-			if s.inShutdown.Load() {
+			if s.inShutdown.Load() || s.closedListener(&l) {
 				return ErrServerClosed
 			}
 			var ne net.Error
@@ -258,6 +258,21 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 	return cc.serve(ctx)
 }
 
+// closeListeners closes the listeners being served, with s.mu held.
+func (s *Server) closeListeners() {
+	for l := range s.listeners {
+		(*l).Close()
+		s.listeners[l] = true
+	}
+}
+
+// closedListener reports whether the server closed l (Shutdown, Close or Handoff).
+func (s *Server) closedListener(l *net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.listeners[l]
+}
+
 func (s *Server) trackListener(l *net.Listener, add bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -266,9 +281,9 @@ func (s *Server) trackListener(l *net.Listener, add bool) bool {
 			return false
 		}
 		if s.listeners == nil {
-			s.listeners = make(map[*net.Listener]struct{})
+			s.listeners = make(map[*net.Listener]bool)
 		}
-		s.listeners[l] = struct{}{}
+		s.listeners[l] = false
 	} else {
 		delete(s.listeners, l)
 	}
@@ -284,8 +299,8 @@ func (s *Server) newConnForced(c net.Conn) (*conn, bool) { return s.registerConn
 func (s *Server) registerConn(c net.Conn, force bool) (*conn, bool) {
 	cc, refusal := s.admit(c, force)
 	if refusal != nil {
+		s.refuse(*refusal) // first, so that whoever sees the close can see the refusal
 		c.Close()
-		s.refuse(*refusal)
 	}
 	return cc, cc != nil
 }
@@ -388,9 +403,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopped.Store(true)
 	s.inShutdown.Store(true)
 	s.mu.Lock()
-	for l := range s.listeners {
-		(*l).Close()
-	}
+	s.closeListeners()
 	for c := range s.conns {
 		c.shutdown()
 	}
@@ -429,9 +442,7 @@ func (s *Server) Close() error {
 	s.stopped.Store(true)
 	s.inShutdown.Store(true)
 	s.mu.Lock()
-	for l := range s.listeners {
-		(*l).Close()
-	}
+	s.closeListeners()
 	s.mu.Unlock()
 	s.closeConns()
 	return nil
