@@ -293,6 +293,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		g.add(svc.Name(), svc.Serve, svc.Shutdown, svc.Close)
 	}
 	s.log().Info("ready", "builds", s.currentIDs())
+	s.emit(Event{Kind: Ready})
 
 	watch := make(<-chan time.Time)
 	if s.WatchInterval > 0 {
