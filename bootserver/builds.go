@@ -434,6 +434,9 @@ func (s *Server) stage(ctx context.Context, c Content, rel string) error {
 
 // sweep retires old builds nobody uses any more (all of them when final).
 func (s *Server) sweep(final bool) {
+	// Not while a reload publishes builds that are not current yet.
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 	now := time.Now()
 	var gone []*build
 	s.mu.Lock()
