@@ -90,6 +90,14 @@ func (s *Server) currentIDs() []string {
 	return ids
 }
 
+// selector is what chooses m's build: its Image, or the default image's.
+func (s *Server) selector(m Machine) string {
+	if m.Image == "" {
+		return s.Image
+	}
+	return m.Image
+}
+
 type reloadKind int
 
 const (
@@ -130,8 +138,8 @@ func (s *Server) reload(ctx context.Context, kind reloadKind) error {
 	// What each selector wants now.
 	selectors := []string{s.Image}
 	for _, m := range s.Machines {
-		if !slices.Contains(selectors, m.Image) {
-			selectors = append(selectors, m.Image)
+		if sel := s.selector(m); !slices.Contains(selectors, sel) {
+			selectors = append(selectors, sel)
 		}
 	}
 	want := map[string]BuildInfo{}

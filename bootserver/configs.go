@@ -182,7 +182,7 @@ func (s *Server) writeConfigs(ctx context.Context, next map[string]*build) error
 	}
 	var menus []machineMenu
 	for _, m := range ms {
-		b := next[m.Image]
+		b := next[s.selector(m)]
 		if b == nil {
 			continue
 		}

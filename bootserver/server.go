@@ -249,7 +249,7 @@ func (s *Server) check() error {
 // Run prepares the builds, starts the servers and serves until ctx ends (then stops
 // gracefully within ShutdownTimeout and returns nil), Shutdown or Close is called (then it
 // returns ErrServerClosed), or a server of the group fails (then it stops the others and
-// returns that error). Run may be called once.
+// returns that error). Run may be called once; again only after it failed before serving.
 func (s *Server) Run(ctx context.Context) (err error) {
 	if err := s.check(); err != nil {
 		return err
@@ -271,7 +271,17 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	s.tracker = newConnTracker(s)
 	s.dynamic = &dynamicConfigs{}
 	s.mu.Unlock()
-	defer close(s.done)
+	served := false
+	defer func() {
+		s.mu.Lock()
+		s.state = stateStopped
+		if !served {
+			// Nothing was served: the configuration can be fixed and Run called again.
+			s.state = stateNew
+		}
+		s.mu.Unlock()
+		close(s.done)
+	}()
 	defer s.closeBuilds()
 
 	if err := s.reload(ctx, reloadInitial); err != nil {
@@ -292,6 +302,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	for _, svc := range s.Services {
 		g.add(svc.Name(), svc.Serve, svc.Shutdown, svc.Close)
 	}
+	served = true
 	s.log().Info("ready", "builds", s.currentIDs())
 	s.emit(Event{Kind: Ready})
 
@@ -344,9 +355,6 @@ loop:
 		failed = werr
 	}
 	s.aoe.stop()
-	s.mu.Lock()
-	s.state = stateStopped
-	s.mu.Unlock()
 	if failed != nil {
 		return failed
 	}
