@@ -199,6 +199,10 @@ func (s *Server) protoLog(proto string) *slog.Logger {
 	return s.ProtocolLogger.With("proto", proto)
 }
 
+// Emit reports e to OnEvent (Time set to now when zero); for Services that report their own
+// events, such as HTTPRequest.
+func (s *Server) Emit(e Event) { s.emit(e) }
+
 func (s *Server) emit(e Event) {
 	if s.OnEvent == nil {
 		return
