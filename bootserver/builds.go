@@ -412,6 +412,11 @@ func (s *Server) stage(ctx context.Context, c Content, rel string) error {
 	if c.Path != "" {
 		// A fresh folder per build: a hard link when the TFTP root shares the build's file
 		// system, else a copy (copy_file_range, which some file systems turn into a clone).
+		if a, err := os.Stat(c.Path); err == nil {
+			if b, err := os.Stat(dst); err == nil && os.SameFile(a, b) {
+				return nil
+			}
+		}
 		if atomicfile.Link(c.Path, dst) == nil {
 			return nil
 		}

@@ -92,8 +92,9 @@ type connTracker struct {
 }
 
 type trackedConn struct {
-	raw   syscall.RawConn
-	build *build
+	raw    syscall.RawConn
+	remote net.Addr
+	build  *build
 }
 
 func newConnTracker(s *Server) *connTracker {
@@ -128,7 +129,7 @@ func (t *connTracker) track(c net.Conn) {
 		return
 	}
 	t.mu.Lock()
-	t.conns[c.RemoteAddr().String()] = &trackedConn{raw: raw}
+	t.conns[c.RemoteAddr().String()] = &trackedConn{raw: raw, remote: c.RemoteAddr()}
 	t.mu.Unlock()
 }
 
@@ -183,7 +184,7 @@ func (t *connTracker) run(context.Context) error {
 }
 
 func (t *connTracker) poll() {
-	var gone []*build
+	var gone []*trackedConn
 	t.mu.Lock()
 	for key, tc := range t.conns {
 		// Control fails once the connection is closed.
@@ -192,7 +193,7 @@ func (t *connTracker) poll() {
 		}
 		delete(t.conns, key)
 		if tc.build != nil {
-			gone = append(gone, tc.build)
+			gone = append(gone, tc)
 		}
 	}
 	t.mu.Unlock()
@@ -202,16 +203,16 @@ func (t *connTracker) poll() {
 	s := t.s
 	now := time.Now()
 	s.mu.Lock()
-	for _, b := range gone {
-		b.clients--
-		if b.clients == 0 {
-			b.lastLeft = now
+	for _, tc := range gone {
+		tc.build.clients--
+		if tc.build.clients == 0 {
+			tc.build.lastLeft = now
 		}
 	}
 	s.mu.Unlock()
-	for _, b := range gone {
-		s.log().Info("nbd client detached", "export", b.id.String())
-		s.emit(Event{Kind: NBDDetach, Build: b.id})
+	for _, tc := range gone {
+		s.log().Info("nbd client detached", "client", tc.remote.String(), "export", tc.build.id.String())
+		s.emit(Event{Kind: NBDDetach, Build: tc.build.id, Client: addrHost(tc.remote)})
 	}
 }
 
