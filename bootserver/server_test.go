@@ -170,3 +170,48 @@ func TestShutdownReturnsServerClosed(t *testing.T) {
 	err := <-errc
 	assert.True(t, errors.Is(err, bootserver.ErrServerClosed), "%v", err)
 }
+
+func TestServicesRunInTheGroup(t *testing.T) {
+	kisDir := t.TempDir()
+	writeBuild(t, kisDir, "leap", "1.0.0", 1)
+	srv, ev := newServer(t, kisDir)
+	started, stopped := make(chan string, 1), make(chan struct{})
+	srv.Services = []bootserver.Service{bootserver.ServiceFuncs{
+		ServiceName: "fake",
+		ServeFunc: func(context.Context) error {
+			// Services start once the first build is published.
+			started <- srv.State().Default.String()
+			<-stopped
+			return errFakeClosed
+		},
+		ShutdownFunc: func(context.Context) error { close(stopped); return nil },
+		Closed:       errFakeClosed,
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Run(ctx) }()
+	assert.Equal(t, "leap.x86_64-1.0.0", <-started)
+	require.Eventually(t, func() bool { return ev.has(bootserver.Ready, "") }, 10*time.Second, 10*time.Millisecond)
+	cancel()
+	require.NoError(t, <-errc, "a service's Closed error is no failure")
+	select {
+	case <-stopped:
+	default:
+		t.Fatal("the service was not shut down with the group")
+	}
+}
+
+func TestFailingServiceStopsTheGroup(t *testing.T) {
+	kisDir := t.TempDir()
+	writeBuild(t, kisDir, "leap", "1.0.0", 1)
+	srv, _ := newServer(t, kisDir)
+	srv.Services = []bootserver.Service{bootserver.ServiceFuncs{
+		ServiceName: "broken",
+		ServeFunc:   func(context.Context) error { return errors.New("port in use") },
+	}}
+	err := srv.Run(context.Background())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "broken server: port in use")
+}
+
+var errFakeClosed = errors.New("fake: closed")
