@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -215,3 +216,37 @@ func TestFailingServiceStopsTheGroup(t *testing.T) {
 }
 
 var errFakeClosed = errors.New("fake: closed")
+
+func TestMetrics(t *testing.T) {
+	kisDir := t.TempDir()
+	writeBuild(t, kisDir, "leap", "1.0.0", 1)
+	srv, _ := newServer(t, kisDir)
+	reg := prometheus.NewRegistry()
+	srv.Registerer = reg
+	run(t, srv)
+	readExport(t, srv, "leap.x86_64-1.0.0")
+	_, err := tftpGet(t, srv, "pxelinux.cfg/default")
+	require.NoError(t, err)
+
+	gather := func() map[string]float64 {
+		families, err := reg.Gather()
+		require.NoError(t, err)
+		got := map[string]float64{}
+		for _, f := range families {
+			for _, m := range f.GetMetric() {
+				name := f.GetName()
+				for _, l := range m.GetLabel() {
+					name += "," + l.GetName() + "=" + l.GetValue()
+				}
+				got[name] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+		}
+		return got
+	}
+	// The server counts a transfer when it has seen the last acknowledgement.
+	require.Eventually(t, func() bool { return gather()["netroot_tftp_completed_total"] >= 1 }, 5*time.Second, 10*time.Millisecond)
+	got := gather()
+	assert.Equal(t, 1.0, got["netroot_build_info,build=leap.x86_64-1.0.0,image=leap,state=current"])
+	assert.Contains(t, got, "netroot_build_nbd_clients,build=leap.x86_64-1.0.0")
+	assert.GreaterOrEqual(t, got["netroot_nbd_attached_total"], 1.0)
+}
