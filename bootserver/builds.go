@@ -454,7 +454,8 @@ func (s *Server) sweep(final bool) {
 	var gone []*build
 	s.mu.Lock()
 	for id, b := range s.builds {
-		if !final && (b.current || b.clients > 0 || now.Sub(b.idleSince) < s.grace() || now.Sub(b.lastLeft) < s.grace()) {
+		if !final && (b.current || b.clients > 0 || now.Sub(b.idleSince) < s.grace() || now.Sub(b.lastLeft) < s.grace() ||
+			b.export != nil && now.Sub(s.exports.lookedUp(b.export.Name)) < s.grace()) {
 			continue
 		}
 		delete(s.builds, id)

@@ -18,6 +18,17 @@ type exportTable struct {
 	exports []*nbd.Export
 	byName  map[string]*nbd.Export
 	def     string
+
+	// looked records when each export was last looked up: a client between its lookup and
+	// OnAttach is not counted yet, so a build looked up within the grace period stays.
+	lookMu sync.Mutex
+	looked map[string]time.Time
+}
+
+func (t *exportTable) lookedUp(name string) time.Time {
+	t.lookMu.Lock()
+	defer t.lookMu.Unlock()
+	return t.looked[name]
 }
 
 var _ nbd.ExportLookup = (*exportTable)(nil)
@@ -36,6 +47,9 @@ func (t *exportTable) remove(name string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.byName, name)
+	t.lookMu.Lock()
+	delete(t.looked, name)
+	t.lookMu.Unlock()
 	t.exports = slices.DeleteFunc(t.exports, func(e *nbd.Export) bool { return e.Name == name })
 }
 
@@ -63,6 +77,12 @@ func (t *exportTable) LookupExport(_ context.Context, name string) (*nbd.Export,
 		name = t.def
 	}
 	if e, ok := t.byName[name]; ok {
+		t.lookMu.Lock()
+		if t.looked == nil {
+			t.looked = map[string]time.Time{}
+		}
+		t.looked[e.Name] = time.Now()
+		t.lookMu.Unlock()
 		return e, nil
 	}
 	return nil, fmt.Errorf("%w %q", nbd.ErrUnknownExport, name)
