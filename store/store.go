@@ -312,3 +312,5 @@ func (s *Store) Chunk(ctx context.Context, h Hash, size int64) ([]byte, error) {
 	}
 	return data, nil
 }
+
+func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
