@@ -25,8 +25,9 @@ type Watcher struct {
 	// Tags limits the watch to these tag names; nil means all.
 	Tags []string
 	// OnChange is called, from Run's goroutine, for every tag found at the first poll and for
-	// every change after.
-	OnChange func(TagChange)
+	// every change after. When it returns an error the change is reported again at the next
+	// poll (a manifest that could not be read, say).
+	OnChange func(TagChange) error
 	// OnError, when not nil, is called when a poll fails; the watch goes on with what it knew.
 	OnError func(error)
 }
@@ -85,9 +86,8 @@ func (w *Watcher) poll(ctx context.Context, known map[string]Tag) {
 	}
 	for name, old := range known {
 		if !seen[name] {
-			delete(known, name)
-			if w.OnChange != nil {
-				w.OnChange(TagChange{Tag: old, Previous: old.Manifest, Removed: true})
+			if w.OnChange == nil || w.OnChange(TagChange{Tag: old, Previous: old.Manifest, Removed: true}) == nil {
+				delete(known, name)
 			}
 		}
 	}
@@ -98,8 +98,8 @@ func (w *Watcher) report(known map[string]Tag, tag Tag) {
 	if ok && old.Manifest == tag.Manifest {
 		return
 	}
-	known[tag.Name] = tag
-	if w.OnChange != nil {
-		w.OnChange(TagChange{Tag: tag, Previous: old.Manifest})
+	if w.OnChange != nil && w.OnChange(TagChange{Tag: tag, Previous: old.Manifest}) != nil {
+		return
 	}
+	known[tag.Name] = tag
 }

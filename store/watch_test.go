@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -20,7 +21,12 @@ type changes struct {
 	errs int
 }
 
-func (c *changes) add(ch store.TagChange) { c.mu.Lock(); c.list = append(c.list, ch); c.mu.Unlock() }
+func (c *changes) add(ch store.TagChange) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.list = append(c.list, ch)
+	return nil
+}
 func (c *changes) get() []store.TagChange {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -95,4 +101,55 @@ func TestWatcherNamedTags(t *testing.T) {
 	time.Sleep(40 * time.Millisecond)
 	require.Len(t, got.get(), 1, "only the named tag that exists")
 	assert.Equal(t, "canary", got.get()[0].Tag.Name)
+}
+
+func TestImagesFollowTags(t *testing.T) {
+	p := pushNoise(t, 3)
+	c, err := store.NewCache(p.st, &store.CacheConfig{FetchTimeout: time.Second})
+	require.NoError(t, err)
+	im := store.NewImages(c)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var applyErrs int
+	// The manifest cannot be read at first: the change is tried again at the next poll.
+	key := "c/manifests/" + p.res.ID.String()
+	obj, err := p.srv.Backend.GetObject("images", key, nil)
+	require.NoError(t, err)
+	manifest := make([]byte, obj.Size)
+	_, err = io.ReadFull(obj.Contents, manifest)
+	require.NoError(t, err)
+	p.srv.Backend.DeleteObject("images", key)
+	go im.Watch(ctx, store.Watcher{Interval: 10 * time.Millisecond}, func(ch store.TagChange, err error) {
+		if err != nil {
+			mu.Lock()
+			applyErrs++
+			mu.Unlock()
+		}
+	})
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return applyErrs > 0 }, 5*time.Second, 5*time.Millisecond)
+	_, ok := im.Get("netroot-test.x86_64")
+	assert.False(t, ok)
+	p.srv.Put(t, "images", key, manifest)
+	require.Eventually(t, func() bool { _, ok := im.Get("netroot-test.x86_64"); return ok }, 5*time.Second, 5*time.Millisecond)
+
+	v1, _ := im.Get("netroot-test.x86_64")
+	assert.Equal(t, p.res.ID, v1.Image.Manifest())
+	kb := make([]byte, v1.Kernel.Size())
+	_, err = v1.Kernel.ReadAt(kb, 0)
+	require.NoError(t, err)
+	assert.Equal(t, "kernel 6.1.0-13-amd64\n", string(kb))
+
+	r2, err := p.st.Push(ctx, writeBuild(t, "1.0.1", noise(2*testChunk, 5), kistest.Spec{}), &store.PushOptions{ChunkSize: testChunk})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		v, _ := im.Get("netroot-test.x86_64")
+		return v.Image.Manifest() == r2.ID
+	}, 5*time.Second, 5*time.Millisecond)
+	// The old version still reads.
+	buf := make([]byte, 64)
+	_, err = v1.Image.ReadAt(buf, 0)
+	require.NoError(t, err)
+	assert.Equal(t, p.image[:64], buf)
+	assert.Len(t, im.All(), 1)
 }
