@@ -39,6 +39,13 @@ type Server struct {
 
 // NewServer starts a server; it is closed when t ends.
 func NewServer(t testing.TB) *Server {
+	s := Start()
+	t.Cleanup(s.Server.Close)
+	return s
+}
+
+// Start starts a server; the caller closes it.
+func Start() *Server {
 	s := &Server{Backend: s3mem.New(), gets: make(map[string]int)}
 	fake := gofakes3.New(s.Backend, gofakes3.WithTimeSkewLimit(0))
 	h := fake.Server()
@@ -68,7 +75,6 @@ func NewServer(t testing.TB) *Server {
 		}
 		h.ServeHTTP(w, r)
 	}))
-	t.Cleanup(s.Server.Close)
 	return s
 }
 
