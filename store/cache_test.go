@@ -267,9 +267,12 @@ func TestDeviceCorruptChunkDetected(t *testing.T) {
 	assert.Equal(t, int64(1), s.CorruptChunks)
 	assert.Equal(t, int64(1), s.ReadErrors)
 
-	// A truncated chunk too.
+	// A truncated chunk and one too long too.
 	p.srv.Put(t, "images", p.chunkKey(3), p.image[3*testChunk:3*testChunk+10])
 	_, err = d.ReadAt(buf[:10], 3*testChunk)
+	require.ErrorIs(t, err, store.ErrCorrupt)
+	p.srv.Put(t, "images", p.chunkKey(0), append(bytes.Clone(p.image[:testChunk]), 0))
+	_, err = d.ReadAt(buf[:10], 0)
 	require.ErrorIs(t, err, store.ErrCorrupt)
 }
 

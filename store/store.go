@@ -165,6 +165,8 @@ func (s *Store) chunkKey(h Hash) string    { return s.prefix + "chunks/" + h.Str
 func (s *Store) manifestKey(h Hash) string { return s.prefix + "manifests/" + h.String() }
 func (s *Store) tagKey(name string) string { return s.prefix + "tags/" + name }
 
+var errTooLarge = errors.New("object larger than expected")
+
 // ErrNotFound is wrapped by errors for a chunk, manifest or tag that is not in the store.
 var ErrNotFound = errors.New("store: not found")
 
@@ -187,7 +189,7 @@ func (s *Store) get(ctx context.Context, key string, limit int64) ([]byte, error
 	}
 	defer out.Body.Close()
 	if out.ContentLength != nil && *out.ContentLength > limit {
-		return nil, fmt.Errorf("store: get %s: %d bytes, more than %d", key, *out.ContentLength, limit)
+		return nil, fmt.Errorf("store: get %s: %d bytes, more than %d: %w", key, *out.ContentLength, limit, errTooLarge)
 	}
 	size := int64(512)
 	if out.ContentLength != nil && *out.ContentLength >= 0 {
@@ -199,7 +201,7 @@ func (s *Store) get(ctx context.Context, key string, limit int64) ([]byte, error
 		return nil, fmt.Errorf("store: get %s: %w", key, err)
 	}
 	if n > limit {
-		return nil, fmt.Errorf("store: get %s: more than %d bytes", key, limit)
+		return nil, fmt.Errorf("store: get %s: more than %d bytes: %w", key, limit, errTooLarge)
 	}
 	return buf.Bytes(), nil
 }
@@ -301,6 +303,9 @@ var ErrCorrupt = errors.New("store: corrupt chunk")
 func (s *Store) Chunk(ctx context.Context, h Hash, size int64) ([]byte, error) {
 	key := s.chunkKey(h)
 	data, err := s.get(ctx, key, size)
+	if errors.Is(err, errTooLarge) {
+		return nil, fmt.Errorf("store: chunk %s: %w: %w", h, ErrCorrupt, err)
+	}
 	if err != nil {
 		return nil, err
 	}
