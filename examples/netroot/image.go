@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/netroot/netroot/bootserver"
 	"github.com/netroot/netroot/store"
 )
 
@@ -245,4 +246,53 @@ func imageBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// storeServeFlags make `netroot serve -store s3://BUCKET/PREFIX` a replica that serves the
+// builds the store's tags name, with no local copy of any root image.
+type storeServeFlags struct {
+	url, endpoint, tags, diskDir string
+	memory, diskBytes            int64
+}
+
+func (f *storeServeFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.url, "store", "", "serve the builds the tags of this S3-compatible store name (s3://BUCKET/PREFIX) instead of -kis; endpoint and credentials from the AWS_* variables")
+	fs.StringVar(&f.endpoint, "store-endpoint", "", "with -store: S3 endpoint URL (default $AWS_ENDPOINT_URL_S3)")
+	fs.StringVar(&f.tags, "store-tags", "", "with -store: comma-separated tags to serve (default all)")
+	fs.Int64Var(&f.memory, "store-memory", store.DefaultMemoryBytes, "with -store: bytes of chunks cached in memory")
+	fs.StringVar(&f.diskDir, "store-cache-dir", "", "with -store: also cache chunks in this directory")
+	fs.Int64Var(&f.diskBytes, "store-cache-bytes", store.DefaultDiskBytes, "with -store-cache-dir: bound on its size in bytes")
+}
+
+// apply makes srv serve from the store when -store is given; the tags are polled every
+// store.DefaultWatchInterval unless -watch says otherwise.
+func (f *storeServeFlags) apply(e *env, srv *bootserver.Server, kisDir string) error {
+	if f.url == "" {
+		return nil
+	}
+	if kisDir != "" {
+		return usageError{errors.New("-kis and -store exclude each other")}
+	}
+	cfg := store.ConfigFromEnv()
+	if f.endpoint != "" {
+		cfg.Endpoint = f.endpoint
+	}
+	st, err := store.Open(f.url, &cfg)
+	if err != nil {
+		return usageError{err}
+	}
+	cache, err := store.NewCache(st, &store.CacheConfig{MemoryBytes: f.memory, DiskDir: f.diskDir, DiskBytes: f.diskBytes,
+		Logger: e.log.With("store", f.url)})
+	if err != nil {
+		return err
+	}
+	src := &bootserver.StoreSource{Cache: cache, Logger: e.log}
+	if f.tags != "" {
+		src.Tags = strings.Split(f.tags, ",")
+	}
+	srv.Source = src
+	if srv.WatchInterval == 0 {
+		srv.WatchInterval = store.DefaultWatchInterval
+	}
+	return nil
 }

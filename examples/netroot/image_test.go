@@ -8,11 +8,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/netroot/netroot/kis/kistest"
+	"github.com/netroot/netroot/nbd"
+	"github.com/netroot/netroot/store"
 	"github.com/netroot/netroot/store/storetest"
 )
 
@@ -104,4 +107,68 @@ func TestImageCommands(t *testing.T) {
 	}
 	_, _, code = imageCmd(t, env, "list", "s3://missing-bucket")
 	assert.Equal(t, 1, code)
+}
+
+// TestServeFromStore runs `netroot serve -store`: a replica whose only storage is the object
+// store serves a pushed build over NBD and TFTP, and follows a promotion.
+func TestServeFromStore(t *testing.T) {
+	srv := storetest.NewServer(t)
+	st := srv.Store(t, "images", "lab")
+	dir := t.TempDir()
+	img1 := kistest.Image(2<<20, 4)
+	_, err := kistest.Write(dir, kistest.Spec{Name: "leap", Version: "1.0.0", Image: img1, Append: "root=UUID=1 rd.kiwi.custom=1"})
+	require.NoError(t, err)
+	ctx := context.Background()
+	_, err = st.Push(ctx, dir, &store.PushOptions{ChunkSize: 256 << 10})
+	require.NoError(t, err)
+
+	cmd := exec.Command(binary, "serve", "-store", "s3://images/lab", "-tftp-root", t.TempDir(), "-server-ip", "127.0.0.1",
+		"-tftp-addr", "127.0.0.1:0", "-nbd-addr", "127.0.0.1:0", "-allow-nonstandard-nbd-port", "-no-bootloader", "-watch", "100ms")
+	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+storetest.AccessKeyID, "AWS_SECRET_ACCESS_KEY="+storetest.SecretAccessKey,
+		"AWS_ENDPOINT_URL_S3="+srv.URL, "AWS_REGION=")
+	p := startCmd(t, cmd)
+	nbdAddr := p.waitLog(t, `msg="nbd listening" addr=(\S+)`)[1]
+	p.waitLog(t, `msg=ready`)
+
+	read := func(export string) []byte {
+		t.Helper()
+		c, err := nbd.Dial(ctx, "tcp", nbdAddr, nil)
+		require.NoError(t, err)
+		defer c.Close()
+		info, err := c.Go(ctx, export)
+		require.NoError(t, err)
+		b := make([]byte, info.Size)
+		_, err = c.ReadAt(b, 0)
+		require.NoError(t, err)
+		return b
+	}
+	assert.True(t, bytes.Equal(img1, read("leap.x86_64-1.0.0")))
+
+	// A promotion reaches the replica by its watch, without a restart.
+	dir2 := t.TempDir()
+	img2 := kistest.Image(2<<20, 5)
+	_, err = kistest.Write(dir2, kistest.Spec{Name: "leap", Version: "1.1.0", Image: img2})
+	require.NoError(t, err)
+	_, err = st.Push(ctx, dir2, &store.PushOptions{ChunkSize: 256 << 10})
+	require.NoError(t, err)
+	p.waitLog(t, `leap\.x86_64-1\.1\.0`)
+	require.Eventually(t, func() bool { return bytes.Equal(img2, read("")) }, 10*time.Second, 50*time.Millisecond)
+
+	// -kis and -store exclude each other.
+	_, _, code := imageCmdServe(t, "serve", "-store", "s3://images/lab", "-kis", dir, "-server-ip", "127.0.0.1")
+	assert.Equal(t, 2, code)
+}
+
+func imageCmdServe(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return o.String(), e.String(), ee.ExitCode()
+	}
+	require.NoError(t, err)
+	return o.String(), e.String(), 0
 }
