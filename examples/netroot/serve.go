@@ -183,7 +183,7 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 		return err
 	}
 	if c.kis.dir == "" && c.store.url == "" {
-		return usageError{errors.New("-kis DIR (or -store s3://BUCKET/PREFIX) is required")}
+		return usageError{errors.New("-kis DIR is required (or -store s3://BUCKET/PREFIX)")}
 	}
 	var machines []bootserver.Machine
 	if c.machines != "" {
