@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/netroot/netroot/kis"
 	"github.com/netroot/netroot/store"
 )
@@ -146,11 +148,71 @@ func (s *StoreSource) Open(ctx context.Context, b BuildInfo) (*Image, error) {
 		Initrd:        Content{R: devs[2], Size: devs[2].Size()},
 		Options:       opts,
 		Root:          devs[0],
-		Discard: func() error {
-			s.mu.Lock()
-			delete(s.manifests, h)
-			s.mu.Unlock()
-			return nil
-		},
 	}, nil
+}
+
+var storeMetrics = struct {
+	counters                  []*prometheus.Desc
+	memory, disk, manifestBts *prometheus.Desc
+}{
+	memory:      prometheus.NewDesc("netroot_store_cache_memory_bytes", "store: chunk bytes held in memory", nil, nil),
+	disk:        prometheus.NewDesc("netroot_store_cache_disk_bytes", "store: chunk bytes held in the disk cache", nil, nil),
+	manifestBts: prometheus.NewDesc("netroot_store_read_bytes_total", "store: bytes read through devices, per manifest", []string{"manifest", "build"}, nil),
+}
+
+// storeCounters are the counters of store.Stats, in the order Collect sends them.
+var storeCounters = []struct {
+	name, help string
+	get        func(store.Stats) int64
+}{
+	{"hits", "chunks found in memory", func(s store.Stats) int64 { return s.Hits }},
+	{"disk_hits", "chunks found in the disk cache", func(s store.Stats) int64 { return s.DiskHits }},
+	{"misses", "chunks fetched from the store for a read", func(s store.Stats) int64 { return s.Misses }},
+	{"coalesced_waits", "reads that waited for a fetch of the same chunk in flight", func(s store.Stats) int64 { return s.CoalescedWaits }},
+	{"readaheads", "chunks fetched ahead of sequential readers", func(s store.Stats) int64 { return s.Readaheads }},
+	{"origin_requests", "GET requests to the store", func(s store.Stats) int64 { return s.OriginRequests }},
+	{"origin_bytes", "chunk bytes received from the store", func(s store.Stats) int64 { return s.OriginBytes }},
+	{"origin_errors", "failed fetches from the store", func(s store.Stats) int64 { return s.OriginErrors }},
+	{"corrupt_chunks", "chunks whose content did not match their hash", func(s store.Stats) int64 { return s.CorruptChunks }},
+	{"read_errors", "reads that returned an error", func(s store.Stats) int64 { return s.ReadErrors }},
+}
+
+func init() {
+	for _, c := range storeCounters {
+		storeMetrics.counters = append(storeMetrics.counters,
+			prometheus.NewDesc("netroot_store_"+c.name+"_total", "store: "+c.help, nil, nil))
+	}
+}
+
+// Describe implements prometheus.Collector: a Server whose Source is a StoreSource exports
+// the chunk cache's counters as netroot_store_*.
+func (s *StoreSource) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range storeMetrics.counters {
+		ch <- d
+	}
+	ch <- storeMetrics.memory
+	ch <- storeMetrics.disk
+	ch <- storeMetrics.manifestBts
+}
+
+// Collect implements prometheus.Collector.
+func (s *StoreSource) Collect(ch chan<- prometheus.Metric) {
+	if s.Cache == nil {
+		return
+	}
+	st := s.Cache.Stats()
+	for i, c := range storeCounters {
+		ch <- prometheus.MustNewConstMetric(storeMetrics.counters[i], prometheus.CounterValue, float64(c.get(st)))
+	}
+	ch <- prometheus.MustNewConstMetric(storeMetrics.memory, prometheus.GaugeValue, float64(st.MemoryBytes))
+	ch <- prometheus.MustNewConstMetric(storeMetrics.disk, prometheus.GaugeValue, float64(st.DiskBytes))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, n := range st.ManifestBytes {
+		build := ""
+		if m := s.manifests[id]; m != nil {
+			build = m.Build
+		}
+		ch <- prometheus.MustNewConstMetric(storeMetrics.manifestBts, prometheus.CounterValue, float64(n), id.String(), build)
+	}
 }

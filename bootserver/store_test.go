@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -42,15 +43,17 @@ func TestStoreSourceServesFromObjectStorage(t *testing.T) {
 	require.NoError(t, err)
 
 	ev := &events{}
+	reg := prometheus.NewRegistry()
 	srv := &bootserver.Server{
-		Source:   &bootserver.StoreSource{Cache: cache},
-		Arch:     "x86_64",
-		TFTPRoot: t.TempDir(),
-		ServerIP: netip.MustParseAddr("127.0.0.1"),
-		TFTPAddr: "127.0.0.1:0",
-		NBDAddr:  "127.0.0.1:0",
-		Grace:    300 * time.Millisecond,
-		OnEvent:  ev.add,
+		Registerer: reg,
+		Source:     &bootserver.StoreSource{Cache: cache},
+		Arch:       "x86_64",
+		TFTPRoot:   t.TempDir(),
+		ServerIP:   netip.MustParseAddr("127.0.0.1"),
+		TFTPAddr:   "127.0.0.1:0",
+		NBDAddr:    "127.0.0.1:0",
+		Grace:      300 * time.Millisecond,
+		OnEvent:    ev.add,
 	}
 	run(t, srv)
 	const v1, v2 = "leap.x86_64-1.0.0", "leap.x86_64-1.1.0"
@@ -67,6 +70,11 @@ func TestStoreSourceServesFromObjectStorage(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "initrd of leap 1.0.0\n", string(initrd))
 	assert.Positive(t, cache.Stats().OriginBytes)
+	metrics := gather(t, reg)
+	assert.Equal(t, float64(cache.Stats().OriginBytes), metrics["netroot_store_origin_bytes_total"])
+	assert.Equal(t, float64(len(img1)+len(kernel)+len(initrd)), metrics["netroot_store_read_bytes_total{build=leap.x86_64-1.0.0}"],
+		"image once over NBD, kernel and initrd once when staged")
+	assert.Positive(t, metrics["netroot_store_cache_memory_bytes"])
 
 	// A machine attached to v1 keeps it when the tag moves to v2.
 	c, info := attach(t, srv, v1)
@@ -132,4 +140,29 @@ func TestStoreSourceBuilds(t *testing.T) {
 	s3.SetDown(true)
 	_, err = (&bootserver.StoreSource{Cache: cache}).Builds(context.Background())
 	assert.Error(t, err)
+}
+
+// gather returns the registry's metrics by name{label=value} (only the build label is kept).
+func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "build" {
+					name += "{build=" + l.GetValue() + "}"
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				out[name] += m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				out[name] += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return out
 }
