@@ -77,6 +77,8 @@ func main() {
 	local := serve(f)
 	base := storm(ctx, []string{local.addr}, *clients, *bootBytes, image)
 	local.srv.Close()
+	fmt.Printf("\n%d machines each reading %d MiB of a %d MiB image in %d KiB chunks; origin MB/mach excludes readahead past that\n",
+		*clients, *bootBytes>>20, *size>>20, *chunk>>10)
 	fmt.Printf("\n%-22s %10s %9s %9s %14s %10s %7s\n", "server", "MB/s", "p50", "p99", "origin MB/mach", "CPU s/GB", "ratio")
 	row := func(name string, r result, origin int64) {
 		fmt.Printf("%-22s %10.1f %9s %9s %14.2f %10.2f %7.2f\n", name, r.mbps, r.p50.Round(time.Millisecond), r.p99.Round(time.Millisecond),
@@ -100,6 +102,7 @@ func main() {
 			addrs = append(addrs, r.addr)
 		}
 		for _, phase := range []string{"cold", "warm"} {
+			settle(reps)
 			before := originBytes(reps)
 			r := storm(ctx, addrs, *clients, *bootBytes, image)
 			row(fmt.Sprintf("%d replica(s), %s", n, phase), r, originBytes(reps)-before)
@@ -124,6 +127,20 @@ func serve(d backend.Device) *replica {
 	check(err)
 	go srv.Serve(l)
 	return &replica{srv: srv, addr: l.Addr().String()}
+}
+
+// settle waits until readahead started by the previous storm (past the bytes the machines
+// read) has finished, so that it is not counted for the next one.
+func settle(reps []*replica) {
+	prev := int64(-1)
+	for range 50 {
+		n := originBytes(reps)
+		if n == prev {
+			return
+		}
+		prev = n
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func originBytes(reps []*replica) int64 {
