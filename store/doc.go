@@ -16,7 +16,8 @@
 // sequential reads fetch ahead. When the store cannot be reached, cached chunks are still
 // served and a miss fails that one read with an I/O error after a bounded wait.
 //
-// [Store.WatchTags] polls the tags so that a replica sees a promotion without a restart, and
+// A [Watcher] polls the tags so that a replica sees a promotion without a restart, and [Images]
+// keeps each tag's current [Version] open (a connection keeps the version it attached to).
 // [Rendezvous] picks each machine's replica by rendezvous (highest random weight) hashing of its
 // MAC address, so every replica computes the same placement with no coordination.
 //
