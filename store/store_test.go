@@ -382,3 +382,20 @@ func TestConfigFromEnv(t *testing.T) {
 }
 
 var defaultPage = gofakes3.ListBucketPage{}
+
+func TestPushStoreUnreachable(t *testing.T) {
+	srv := storetest.NewServer(t)
+	st := srv.Store(t, "images", "")
+	dir := writeBuild(t, "1.0.0", noise(4*testChunk, 1), kistest.Spec{})
+	srv.SetDown(true)
+	_, err := st.Push(context.Background(), dir, &store.PushOptions{ChunkSize: testChunk})
+	require.Error(t, err)
+	srv.SetDown(false)
+	l, err := st.List(context.Background())
+	require.NoError(t, err)
+	assert.Empty(t, l.Tags)
+	assert.Empty(t, l.Manifests)
+	// The same push goes through once the store is back.
+	_, err = st.Push(context.Background(), dir, &store.PushOptions{ChunkSize: testChunk})
+	require.NoError(t, err)
+}
