@@ -77,7 +77,7 @@ func main() {
 	local := serve(f)
 	base := storm(ctx, []string{local.addr}, *clients, *bootBytes, image)
 	local.srv.Close()
-	fmt.Printf("\n%d machines each reading %d MiB of a %d MiB image in %d KiB chunks; origin MB/mach excludes readahead past that\n",
+	fmt.Printf("\n%d machines each reading %d MiB of a %d MiB image in %d KiB chunks; readahead still running when a storm ends is not counted\n",
 		*clients, *bootBytes>>20, *size>>20, *chunk>>10)
 	fmt.Printf("\n%-22s %10s %9s %9s %14s %10s %7s\n", "server", "MB/s", "p50", "p99", "origin MB/mach", "CPU s/GB", "ratio")
 	row := func(name string, r result, origin int64) {
