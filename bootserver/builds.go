@@ -412,6 +412,11 @@ func (s *Server) stage(ctx context.Context, c Content, rel string) error {
 	if c.Path != "" {
 		// A fresh folder per build: a hard link when the TFTP root shares the build's file
 		// system, else a copy (copy_file_range, which some file systems turn into a clone).
+		if a, err := os.Stat(c.Path); err == nil {
+			if b, err := os.Stat(dst); err == nil && os.SameFile(a, b) {
+				return nil
+			}
+		}
 		if atomicfile.Link(c.Path, dst) == nil {
 			return nil
 		}
@@ -449,7 +454,8 @@ func (s *Server) sweep(final bool) {
 	var gone []*build
 	s.mu.Lock()
 	for id, b := range s.builds {
-		if !final && (b.current || b.clients > 0 || now.Sub(b.idleSince) < s.grace() || now.Sub(b.lastLeft) < s.grace()) {
+		if !final && (b.current || b.clients > 0 || now.Sub(b.idleSince) < s.grace() || now.Sub(b.lastLeft) < s.grace() ||
+			b.export != nil && now.Sub(s.exports.lookedUp(b.export.Name)) < s.grace()) {
 			continue
 		}
 		delete(s.builds, id)

@@ -280,6 +280,9 @@ func (s *Server) writeConfigs(ctx context.Context, next map[string]*build) error
 		}
 	}
 	for _, name := range order {
+		if old, err := os.ReadFile(s.path(name)); err == nil && bytes.Equal(old, files[name]) {
+			continue // unchanged: a watch tick rewrites nothing
+		}
 		if err := os.MkdirAll(filepath.Dir(s.path(name)), 0o755); err != nil {
 			return fmt.Errorf("bootserver: %w", err)
 		}

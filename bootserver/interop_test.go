@@ -34,7 +34,7 @@ func TestNBDCopyAcrossReload(t *testing.T) {
 	cmd := exec.Command(nbdcopy, "--connections=1", "--requests=1", "--request-size=65536", uri+"/"+v1, "-")
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	var stderr bytes.Buffer
+	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })

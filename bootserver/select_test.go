@@ -127,3 +127,22 @@ image = "tw.x86_64-2.0.0"
 		})
 	}
 }
+
+// FuzzParseMachines checks that a machines file either parses into valid machines or fails
+// with a bootserver error, never panicking.
+func FuzzParseMachines(f *testing.F) {
+	f.Add("[[machine]]\nmac = \"52:54:00:12:34:56\"\nimage = \"leap\"\nappend = \"console=ttyS1\"\n")
+	f.Add("[[machine]]\nmac = \"52-54-00\"\nloader = \"ipxe\"\n[[machine]]\nmac = \"aa\"\n")
+	f.Add("[[machine]]\nmac = \"\"\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		ms, err := bootserver.ParseMachines([]byte(s))
+		if err != nil {
+			assert.Regexp(t, "^bootserver: machines", err.Error())
+			return
+		}
+		for _, m := range ms {
+			assert.True(t, len(m.MAC) >= 1 && len(m.MAC) <= 6, "%v", m.MAC)
+			assert.Equal(t, len(m.MAC) < 6, m.Prefix())
+		}
+	})
+}

@@ -462,6 +462,7 @@ func (s *Server) startServers(g *group) error {
 			Exports:  s.exports,
 			Logger:   s.protoLog("nbd"),
 			OnAttach: s.tracker.attached,
+			OnDetach: s.tracker.detached,
 		}
 		ln := s.Listeners.NBD
 		if ln == nil {
@@ -478,9 +479,7 @@ func (s *Server) startServers(g *group) error {
 		s.nbd, s.active.NBD = nsrv, ln
 		s.mu.Unlock()
 		s.log().Info("nbd listening", "addr", ln.Addr().String(), "exports", s.exports.names())
-		tl := s.tracker.listener(ln)
-		g.add("nbd", func(context.Context) error { return ignore(nsrv.Serve(tl), nbd.ErrServerClosed) }, nsrv.Shutdown, nsrv.Close)
-		g.add("nbd-tracker", s.tracker.run, s.tracker.shutdown, s.tracker.close)
+		g.add("nbd", func(context.Context) error { return ignore(nsrv.Serve(ln), nbd.ErrServerClosed) }, nsrv.Shutdown, nsrv.Close)
 	}
 
 	// AoE
