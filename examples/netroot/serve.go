@@ -26,6 +26,7 @@ import (
 // serveConfig is everything `netroot serve` (and the demo) needs.
 type serveConfig struct {
 	kis   kisFlags
+	store storeServeFlags // -store: serve from S3-compatible storage instead of -kis (image.go)
 	stage stageFlags
 	root  rootFlags
 	pxe   pxeFlags
@@ -60,6 +61,7 @@ type serveConfig struct {
 
 func (c *serveConfig) register(fs *flag.FlagSet) {
 	c.kis.register(fs)
+	c.store.register(fs)
 	c.stage.register(fs, "/srv/tftpboot")
 	c.root.register(fs, false)
 	c.pxe.register(fs)
@@ -180,8 +182,8 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	if err != nil {
 		return err
 	}
-	if c.kis.dir == "" {
-		return usageError{errors.New("-kis DIR is required")}
+	if c.kis.dir == "" && c.store.url == "" {
+		return usageError{errors.New("-kis DIR is required (or -store s3://BUCKET/PREFIX)")}
 	}
 	var machines []bootserver.Machine
 	if c.machines != "" {
@@ -233,6 +235,9 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 		Listeners:       bootserver.Listeners{NBD: act.listener("nbd"), TFTP: act.packetConn("tftp")},
 		Logger:          e.log,
 		ProtocolLogger:  e.protoBase(),
+	}
+	if err := c.store.apply(e, srv, c.kis.dir); err != nil {
+		return err
 	}
 	if c.defaultRoot == "aoe" {
 		srv.DefaultRoot = overlaycmdline.KindAoE
