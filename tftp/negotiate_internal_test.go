@@ -24,11 +24,21 @@ func FuzzNegotiate(f *testing.F) {
 			return
 		}
 		mtu = max(0, mtu%70000)
-		srv := &Server{MaxBlockSize: int(maxBlk), MaxWindowSize: int(maxWin)}
+		// A small buffer budget, from maxWin, makes the window and blksize shrink to fit.
+		srv := &Server{MaxBlockSize: int(maxBlk), MaxWindowSize: int(maxWin), MaxBufferBytes: int64(maxWin) * 4096}
 		tr := &transfer{srv: srv, req: &Request{Op: req.Op, Options: req.Options}}
 		tr.params = params{blksize: DefaultBlockSize, window: 1, timeout: time.Second}
-		oack := tr.negotiate(size, mtu)
+		oack, ok := tr.negotiate(size, mtu, 1024)
 		p := tr.params
+		if !ok {
+			if oack != nil || srv.MaxBufferBytes <= 0 || srv.MaxBufferBytes >= int64(1024+2*DefaultBlockSize+9) {
+				t.Fatalf("refused with a budget of %d", srv.MaxBufferBytes)
+			}
+			return
+		}
+		if srv.MaxBufferBytes > 0 && (tr.reserved > srv.MaxBufferBytes || srv.buffered != tr.reserved) {
+			t.Fatalf("reserved %d (counted %d) of a budget of %d", tr.reserved, srv.buffered, srv.MaxBufferBytes)
+		}
 		if _, asked := req.Option(OptBlockSize); asked && p.blksize != DefaultBlockSize {
 			if p.blksize < MinBlockSize || p.blksize > MaxBlockSize || (maxBlk >= MinBlockSize && p.blksize > int(maxBlk)) {
 				t.Fatalf("blksize %d out of bounds (server max %d)", p.blksize, maxBlk)
