@@ -28,16 +28,16 @@ func FuzzNegotiate(f *testing.F) {
 		srv := &Server{MaxBlockSize: int(maxBlk), MaxWindowSize: int(maxWin), MaxBufferBytes: int64(maxWin) * 4096}
 		tr := &transfer{srv: srv, req: &Request{Op: req.Op, Options: req.Options}}
 		tr.params = params{blksize: DefaultBlockSize, window: 1, timeout: time.Second}
-		oack, ok := tr.negotiate(size, mtu, 1024)
+		oack := tr.negotiate(size, mtu, 8192, 1024)
 		p := tr.params
-		if !ok {
-			if oack != nil || srv.MaxBufferBytes <= 0 || srv.MaxBufferBytes >= int64(1024+2*DefaultBlockSize+9) {
-				t.Fatalf("refused with a budget of %d", srv.MaxBufferBytes)
-			}
-			return
+		// Beyond the budget only the floor: one block of at most FloorBlockSize, a block of
+		// read-ahead.
+		floor := int64(2*(FloorBlockSize+5) + 1024 + FloorBlockSize)
+		if srv.MaxBufferBytes > 0 && tr.reserved > max(srv.MaxBufferBytes, floor) {
+			t.Fatalf("reserved %d of a budget of %d (%+v, read-ahead %d)", tr.reserved, srv.MaxBufferBytes, p, tr.ahead)
 		}
-		if srv.MaxBufferBytes > 0 && (tr.reserved > srv.MaxBufferBytes || srv.buffered != tr.reserved) {
-			t.Fatalf("reserved %d (counted %d) of a budget of %d", tr.reserved, srv.buffered, srv.MaxBufferBytes)
+		if srv.buffered != tr.reserved || tr.ahead < 1 {
+			t.Fatalf("reserved %d, counted %d, read-ahead %d", tr.reserved, srv.buffered, tr.ahead)
 		}
 		if _, asked := req.Option(OptBlockSize); asked && p.blksize != DefaultBlockSize {
 			if p.blksize < MinBlockSize || p.blksize > MaxBlockSize || (maxBlk >= MinBlockSize && p.blksize > int(maxBlk)) {

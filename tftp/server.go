@@ -46,6 +46,9 @@ const (
 	// DefaultMaxBufferBytes is the memory all running transfers together may hold for their
 	// windows, receive buffers and read-ahead.
 	DefaultMaxBufferBytes = 64 << 20
+	// FloorBlockSize is the largest blksize a transfer keeps once the buffer budget is spent
+	// (an Ethernet frame's worth).
+	FloorBlockSize = 1468
 	// DefaultMaxIdle is how long a transfer waits for a silent client, in all, before it is
 	// given up.
 	DefaultMaxIdle = time.Minute
@@ -98,9 +101,11 @@ type Server struct {
 	// DefaultMaxTransfersPerClient; negative, no cap.
 	MaxTransfersPerClient int
 	// MaxBufferBytes bounds the memory that running transfers hold together for windows,
-	// receive buffers and read-ahead. A transfer whose negotiated window does not fit in what is
-	// left gets a smaller window, then the default blksize; one for which not even that fits is
-	// refused "server busy". One client may hold at most a quarter of it. 0 means
+	// receive buffers and read-ahead. A transfer whose negotiated buffers do not fit in what is
+	// left gets a smaller window, then less read-ahead, then a blksize of at most
+	// FloorBlockSize; that floor (about three blocks) it gets even when the budget is spent, so
+	// a client is never refused for memory and the budget is exceeded by at most MaxTransfers
+	// floors. One client may hold at most a quarter of the budget. 0 means
 	// DefaultMaxBufferBytes; negative, no limit.
 	MaxBufferBytes int64
 	// PortRange, if set, is where the local ports of transfer sockets come from (tftpd-hpa's
@@ -123,7 +128,7 @@ type Server struct {
 	clients  map[netip.Prefix]*clientUse
 	buffered int64
 
-	refusedBusy, refusedClient, refusedMemory, refusedPort, malformed atomic.Uint64
+	refusedBusy, refusedClient, refusedPort, malformed, budgetShrunk atomic.Uint64
 
 	requests, completed, failed atomic.Uint64
 	bytesSent, bytesReceived    atomic.Uint64
@@ -145,9 +150,11 @@ type Stats struct {
 	// but not in Failed.
 	RefusedBusy   uint64 // MaxTransfers were running
 	RefusedClient uint64 // the client had MaxTransfersPerClient running
-	RefusedMemory uint64 // not even one block fitted in MaxBufferBytes
 	RefusedPort   uint64 // no free port in PortRange
 	Malformed     uint64 // packets on the request port that did not parse (too many options, say)
+	// BudgetShrunk counts transfers given a smaller window, read-ahead or blksize than they
+	// negotiated because MaxBufferBytes was spent.
+	BudgetShrunk uint64
 	// BufferedBytes is the memory that running transfers hold now for windows, receive buffers
 	// and read-ahead (see MaxBufferBytes).
 	BufferedBytes int64
@@ -164,7 +171,7 @@ func (s *Server) Stats() Stats {
 		BufferedBytes: buffered,
 		RefusedBusy:   s.refusedBusy.Load(),
 		RefusedClient: s.refusedClient.Load(),
-		RefusedMemory: s.refusedMemory.Load(),
+		BudgetShrunk:  s.budgetShrunk.Load(),
 		RefusedPort:   s.refusedPort.Load(),
 		Malformed:     s.malformed.Load(),
 		Completed:     s.completed.Load(),
@@ -536,8 +543,10 @@ type transfer struct {
 	// pc is the request port, for an error when the transfer cannot open a socket of its own.
 	pc  net.PacketConn
 	key netip.Prefix
-	// reserved is what the transfer counts in the server's buffer budget.
+	// reserved is what the transfer counts in the server's buffer budget; ahead is the
+	// read-ahead it was granted.
 	reserved  int64
+	ahead     int
 	req       *Request
 	local     netip.AddrPort
 	link      *link
@@ -684,13 +693,13 @@ func (t *transfer) ServeContent(content io.ReaderAt, size int64) error {
 	if size >= 0 && size < readAhead {
 		ahead = max(int(size), 16)
 	}
-	extra, tsize := ahead, size
+	extra, tsize := 0, size
 	if t.info.Mode == ModeNetascii {
 		// The netascii form is encoded as the transfer goes. Its size is known only by reading
 		// the whole content: that is done only for a client that asks for tsize, and only up
 		// to maxNetasciiTsize; a larger file goes without tsize (RFC 2349 lets a server leave
 		// it out).
-		extra += netasciiBuf
+		extra = netasciiBuf
 		tsize = -1
 		if _, asked := t.req.Option(OptTransferSize); asked && size >= 0 && size <= maxNetasciiTsize {
 			enc, err := netasciiSize(io.NewSectionReader(content, 0, size))
@@ -701,12 +710,8 @@ func (t *transfer) ServeContent(content io.ReaderAt, size int64) error {
 			tsize = enc
 		}
 	}
-	oack, ok := t.negotiate(tsize, t.link.pathMTU(), extra)
-	if !ok {
-		t.link.sendError(ErrNotDefined, "server busy")
-		return t.info.Err
-	}
-	var src io.Reader = bufio.NewReaderSize(io.NewSectionReader(content, 0, n), ahead)
+	oack := t.negotiate(tsize, t.link.pathMTU(), ahead, extra)
+	var src io.Reader = bufio.NewReaderSize(io.NewSectionReader(content, 0, n), t.ahead)
 	if t.info.Mode == ModeNetascii {
 		src = newNetasciiReader(src)
 	}
@@ -736,11 +741,7 @@ func (t *transfer) Receive(dst io.Writer) (int64, error) {
 		t.info.Err = err
 		return 0, err
 	}
-	first, ok := t.negotiate(t.req.Size, t.link.pathMTU(), 0)
-	if !ok {
-		t.link.sendError(ErrNotDefined, "server busy")
-		return 0, t.info.Err
-	}
+	first := t.negotiate(t.req.Size, t.link.pathMTU(), 0, 0)
 	t.prepareSocket()
 	t.info.Size = t.req.Size
 	if first == nil {
@@ -780,12 +781,11 @@ func (t *transfer) respondErr(err error) {
 }
 
 // negotiate picks the values of the options the client sent (RFC 2347: only those), fits the
-// window into the server's buffer budget and returns the OACK to send, or nil when no option
-// was accepted. size is the tsize to announce on a read request (< 0: unknown, tsize not
-// acknowledged); mtu is the path MTU to the client (0: unknown); extra is what the transfer
-// buffers besides its window and receive buffer (read-ahead). It reports false when not even
-// one block fits in the budget; the caller then tells the client.
-func (t *transfer) negotiate(size int64, mtu int, extra int) ([]byte, bool) {
+// buffers into the server's budget (see fit) and returns the OACK to send, or nil when no
+// option was accepted. size is the tsize to announce on a read request (< 0: unknown, tsize not
+// acknowledged); mtu is the path MTU to the client (0: unknown); ahead is the read-ahead wanted
+// and extra what else the transfer buffers besides its window and receive buffer.
+func (t *transfer) negotiate(size int64, mtu int, ahead, extra int) []byte {
 	s := t.srv
 	var acked []Option
 	maxBlk := MaxBlockSize
@@ -842,11 +842,7 @@ func (t *transfer) negotiate(size int64, mtu int, extra int) ([]byte, bool) {
 		}
 	}
 	t.params.window = max(1, min(window, MaxWindowBytes/t.params.blksize))
-	if !t.fit(extra) {
-		s.refusedMemory.Add(1)
-		t.info.Err = fmt.Errorf("tftp: no buffer memory left for a transfer to %v", t.info.Remote)
-		return nil, false
-	}
+	t.fit(ahead, extra)
 	for i := range acked {
 		switch {
 		case strings.EqualFold(acked[i].Name, OptBlockSize):
@@ -857,43 +853,42 @@ func (t *transfer) negotiate(size int64, mtu int, extra int) ([]byte, bool) {
 	}
 	t.info.BlockSize, t.info.WindowSize = t.params.blksize, t.params.window
 	if len(acked) == 0 {
-		return nil, true
+		return nil
 	}
 	b, _ := (&OAckPacket{Options: acked}).AppendBinary(nil)
-	return b, true
+	return b
 }
 
-// fit reserves the transfer's buffers (window ring, receive buffer and extra) in the server's
-// budget, shrinking the window and then the blksize until they fit. It reports false when not
-// even one block of at most DefaultBlockSize fits.
-func (t *transfer) fit(extra int) bool {
+// fit reserves the transfer's buffers (window ring, receive buffer, read-ahead and extra) in
+// the server's budget, shrinking the window, then the read-ahead to one block, then the blksize
+// to FloorBlockSize until they fit. What is left then, the floor, is reserved even beyond the
+// budget: MaxTransfers bounds the excess. It sets t.ahead to the read-ahead granted.
+func (t *transfer) fit(ahead, extra int) {
 	s := t.srv
 	p := &t.params
+	need := func() int64 {
+		return int64(p.blksize+5) + int64(extra) + int64(ahead) + int64(p.window)*int64(p.blksize+4)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	left := s.bufferBudget(t.key)
-	for {
-		fixed := int64(p.blksize+5) + int64(extra)
-		if need := fixed + int64(p.window)*int64(p.blksize+4); need <= left {
-			t.reserved = need
-			break
+	if left := s.bufferBudget(t.key); need() > left {
+		s.budgetShrunk.Add(1)
+		fixed := int64(p.blksize+5) + int64(extra) + int64(ahead)
+		p.window = max(1, int(min(int64(p.window), (left-fixed)/int64(p.blksize+4))))
+		if need() > left && ahead > p.blksize {
+			ahead = p.blksize
 		}
-		switch {
-		case p.window > 1 && left > fixed+int64(p.blksize+4):
-			p.window = int((left - fixed) / int64(p.blksize+4))
-		case p.window > 1:
-			p.window = 1
-		case p.blksize > DefaultBlockSize:
-			p.blksize = DefaultBlockSize
-		default:
-			return false
+		if need() > left && p.blksize > FloorBlockSize {
+			p.blksize = FloorBlockSize
+			ahead = min(ahead, p.blksize)
 		}
 	}
+	t.ahead = ahead
+	t.reserved = need()
 	s.buffered += t.reserved
 	if u := s.clients[t.key]; u != nil {
 		u.bytes += t.reserved
 	}
-	return true
 }
 
 // prepareSocket sizes the socket buffers for a window of the negotiated size.
