@@ -235,7 +235,7 @@ func (c *Client) do(ctx context.Context, op Opcode, addr, filename string, w io.
 		go func() {
 			defer stop()
 			defer uc.Close()
-			dally(l, final, p.timeout)
+			dally(l, final, p)
 		}()
 		return done(nil)
 	}
