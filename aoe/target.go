@@ -67,8 +67,13 @@ type Device struct {
 // Stats are a Target's counters since it started serving.
 type Stats struct {
 	FramesIn, FramesOut uint64
-	// Ignored counts frames not answered: responses, other devices, masked hosts, malformed.
+	// Ignored counts frames not answered: responses, other devices, masked hosts, malformed,
+	// and those counted in GroupSource.
 	Ignored uint64
+	// GroupSource counts frames dropped because their Ethernet source is a group (broadcast
+	// or multicast) address: no station sends from one, and answering would send the
+	// response, sector data included, to every station of the group.
+	GroupSource uint64
 	// ErrorsOut counts responses with the E flag or an ATA error status.
 	ErrorsOut                   uint64
 	SectorsRead, SectorsWritten uint64
@@ -98,7 +103,10 @@ type Target struct {
 	// FirmwareVersion is reported in Query Config. Zero means DefaultFirmwareVersion.
 	FirmwareVersion uint16
 	// OnDiscover, when not nil, is called when an initiator not seen before reads a device's
-	// config (the discovery step of the Linux aoe driver and of Client.Discover).
+	// config (the discovery step of the Linux aoe driver and of Client.Discover). Source
+	// addresses are easily forged, so it may be called for every frame of a flood: it must
+	// bound whatever it does per call. The Target itself logs the first 16 discoveries of
+	// each minute, and with the next line it logs, one counting those it held back.
 	OnDiscover func(d *Device, initiator net.HardwareAddr)
 
 	mu       sync.Mutex
@@ -115,7 +123,8 @@ type Target struct {
 	mac      net.HardwareAddr
 	maxSect  int
 	bufSize  int
-	stats    struct{ in, out, ignored, errs, rd, wr atomic.Uint64 }
+	stats    struct{ in, out, ignored, group, errs, rd, wr atomic.Uint64 }
+	discLog  logLimit // bounds the discovery log lines
 }
 
 // device is a Device's serving state.
@@ -157,7 +166,8 @@ const batchSize = 32
 func (t *Target) Stats() Stats {
 	return Stats{
 		FramesIn: t.stats.in.Load(), FramesOut: t.stats.out.Load(), Ignored: t.stats.ignored.Load(),
-		ErrorsOut: t.stats.errs.Load(), SectorsRead: t.stats.rd.Load(), SectorsWritten: t.stats.wr.Load(),
+		GroupSource: t.stats.group.Load(),
+		ErrorsOut:   t.stats.errs.Load(), SectorsRead: t.stats.rd.Load(), SectorsWritten: t.stats.wr.Load(),
 	}
 }
 
@@ -418,6 +428,12 @@ func (t *Target) dispatch(r *request) bool {
 	// Kept in r rather than allocated for every frame.
 	r.src = packet.Addr{HardwareAddr: r.addr[:]}
 	src := &r.src
+	if r.addr[0]&1 != 0 {
+		// The group bit of a source address: see Stats.GroupSource.
+		t.stats.group.Add(1)
+		t.stats.ignored.Add(1)
+		return false
+	}
 	if h.UnmarshalBinary(b) != nil || h.Response() {
 		t.stats.ignored.Add(1)
 		return false
@@ -581,8 +597,15 @@ func (t *Target) discovered(d *device, mac net.HardwareAddr) {
 		clear(d.seen)
 	}
 	d.seen[k] = struct{}{}
-	t.logger().Info("aoe: initiator discovered device", "device", fmt.Sprintf("e%d.%d", d.Shelf, d.Slot),
-		"initiator", mac.String())
+	if ok, held := t.discLog.take(time.Now()); ok {
+		log := t.logger()
+		if held > 0 {
+			log.Info("aoe: initiator discoveries not logged", "count", held, "limit", discoverLogBurst,
+				"per", discoverLogWindow)
+		}
+		log.Info("aoe: initiator discovered device", "device", fmt.Sprintf("e%d.%d", d.Shelf, d.Slot),
+			"initiator", mac.String())
+	}
 	if t.OnDiscover != nil {
 		t.OnDiscover(d.Device, slices.Clone(mac))
 	}
@@ -889,4 +912,36 @@ func (t *Target) Close() error {
 		return fmt.Errorf("aoe: close: %w", err)
 	}
 	return nil
+}
+
+// Bounds of the "initiator discovered device" log lines: a flood of frames from forged source
+// addresses would otherwise log one line per address.
+const (
+	discoverLogBurst  = 16
+	discoverLogWindow = time.Minute
+)
+
+// logLimit allows discoverLogBurst log lines per discoverLogWindow and counts the others.
+type logLimit struct {
+	mu    sync.Mutex
+	start time.Time
+	n     int // lines logged in the window that began at start
+	held  int // lines held back since the last one logged
+}
+
+// take reports whether a line may be logged now and, when it may, how many were held back
+// before it.
+func (l *logLimit) take(now time.Time) (ok bool, held int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.start) >= discoverLogWindow {
+		l.start, l.n = now, 0
+	}
+	if l.n >= discoverLogBurst {
+		l.held++
+		return false, 0
+	}
+	l.n++
+	held, l.held = l.held, 0
+	return true, held
 }
