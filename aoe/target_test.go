@@ -102,9 +102,8 @@ func TestConformanceInMemory(t *testing.T) {
 				{Shelf: 3, Slot: 7, Backend: mem, ReadOnly: tc.readOnly},
 				{Shelf: 3, Slot: 8, Backend: backend.NewMemory(1 << 20)},
 			}})
-			aoetest.Run(t, aoetest.Config{
-				Client: client(t, n, nil), Other: client(t, n, nil),
-				Shelf: 3, Slot: 7, Writable: !tc.readOnly,
+			aoetest.Run(t, aoe.DeviceAddr{Shelf: 3, Slot: 7}, &aoetest.Options{
+				Client: client(t, n, nil), Other: client(t, n, nil), Writable: !tc.readOnly,
 			})
 		})
 	}

@@ -6,6 +6,14 @@ import (
 	"github.com/mdlayher/packet"
 )
 
+// The transport seam.
+//
+// The Target and its workers see frames only through frameIO: receive a batch, send a batch.
+// What makes that cheap on Linux (recvmmsg and sendmmsg, a send-only raw socket that takes a
+// virtio header so the kernel's copies are aligned, no queueing discipline) lives behind it in
+// transport_linux.go and listen_linux.go; any other PacketConn, such as aoetest's in-memory
+// network, moves one frame per call.
+
 // frame is one payload in a batch of received or sent frames.
 type frame struct {
 	buf  []byte // received: the whole buffer; to send: exactly the payload
