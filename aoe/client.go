@@ -176,7 +176,7 @@ func (c *Client) receive() {
 	for i := range frames {
 		// Sector data on a page boundary: the kernel copies it from the start of the
 		// socket buffer's pages (see vnetHeader), and aligned copies are the fast ones.
-		frames[i].buf = dataAligned(max(c.mtu, DefaultMTU))
+		frames[i].buf = aligned(max(c.mtu, DefaultMTU, HeaderLen+ATAArgLen), HeaderLen+ATAArgLen)
 	}
 	for {
 		n, err := fio.recv(frames)

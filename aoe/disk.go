@@ -249,7 +249,7 @@ func (d *Disk) transfer(ctx context.Context, p []byte, off int64, write bool) er
 				cl = &call{cmd: CommandATA, major: d.Target.Shelf, minor: d.Target.Slot, dst: d.dst, done: done}
 				if write {
 					// Sector data on a page boundary, for the kernel's aligned copy.
-					cl.frame = dataAligned(HeaderLen + ATAArgLen + frameBytes)[:0]
+					cl.frame = aligned(HeaderLen+ATAArgLen+frameBytes, HeaderLen+ATAArgLen)[:0]
 				} else {
 					cl.frame = make([]byte, 0, MinPayload)
 				}

@@ -88,12 +88,17 @@ func containsMAC(list []net.HardwareAddr, mac net.HardwareAddr) bool {
 // response completes the header of a response built in b (header first) for device d and
 // pads it.
 func (t *Target) response(d *device, b []byte) []byte {
+	return pad(t.respond(d, b))
+}
+
+// respond completes the header of a response for device d whose message starts b.
+func (t *Target) respond(d *device, b []byte) []byte {
 	b[0] = Version<<4 | b[0]&0xF | uint8(FlagResponse)
 	b[2], b[3], b[4] = byte(d.Shelf>>8), byte(d.Shelf), d.Slot
 	if b[0]&uint8(FlagError) != 0 {
 		t.stats.errs.Add(1)
 	}
-	return pad(b)
+	return b
 }
 
 // send writes a response built in b from device d to dst.

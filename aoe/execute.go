@@ -165,6 +165,67 @@ func (t *Target) execute(r *request) []byte {
 	return t.response(d, b[:HeaderLen+ATAArgLen+outData])
 }
 
+// readRun returns how many requests at the start of rs are READs of adjacent sectors of one
+// device, each valid (so that it would get its data, not an error), whose data fit in room
+// bytes. A run of more than one is executed by executeReads.
+func (t *Target) readRun(rs []*request, room int) int {
+	k, end := 0, uint64(0)
+	for _, r := range rs {
+		if !t.plainRead(r) || r.dev != rs[0].dev || (k > 0 && r.lba != end) || int(r.count)*SectorSize > room {
+			break
+		}
+		room -= int(r.count) * SectorSize
+		end = r.lba + r.count
+		k++
+	}
+	return k
+}
+
+// plainRead reports whether r is a READ that execute would answer with its data.
+func (t *Target) plainRead(r *request) bool {
+	cmd := ataRegs(r.buf[HeaderLen:]).cmdStatus()
+	return (cmd == ATAReadSectors || cmd == ATAReadSectorsExt) &&
+		r.count > 0 && r.count <= uint64(t.maxSect) && r.lba+r.count <= r.dev.sectors
+}
+
+// executeReads runs a run of READs of adjacent sectors (see readRun) with one backend read
+// into the start of buf, appends their responses to tx, each frame's data a slice of buf
+// after its headers in its receive buffer, and returns tx and the rest of buf. Initiators
+// read ahead in runs of adjacent frames, so this is one read where vblade makes one per frame.
+// When the read fails, each request is executed on its own, to get its own answer.
+func (t *Target) executeReads(rs []*request, buf []byte, tx []frame) ([]frame, []byte) {
+	for _, r := range rs {
+		for _, w := range r.waits {
+			<-w
+		}
+	}
+	d := rs[0].dev
+	n := 0
+	for _, r := range rs {
+		n += int(r.count) * SectorSize
+	}
+	off := d.Offset + int64(rs[0].lba)*SectorSize
+	m, err := d.Backend.ReadAt(buf[:n], off)
+	if m == n && err == io.EOF {
+		err = nil
+	}
+	if err != nil {
+		for _, r := range rs {
+			tx = append(tx, frame{buf: t.execute(r), addr: r.addr})
+		}
+		return tx, buf
+	}
+	for _, r := range rs {
+		t.finish(r)
+		ataRegs(r.buf[HeaderLen:]).setResult(0, 0, ATAStatusReady)
+		l := int(r.count) * SectorSize
+		t.stats.rd.Add(r.count)
+		tx = append(tx, frame{buf: t.respond(r.dev, r.buf[:HeaderLen+ATAArgLen]), data: buf[:l:l], addr: r.addr})
+		buf = buf[l:]
+	}
+	return tx, buf
+}
+
 // finish removes r from its device's ordering list and releases requests waiting on it.
 func (t *Target) finish(r *request) {
 	if r.count == 0 {

@@ -2,6 +2,7 @@ package aoe
 
 import (
 	"net"
+	"slices"
 
 	"github.com/mdlayher/packet"
 )
@@ -16,7 +17,8 @@ import (
 
 // frame is one payload in a batch of received or sent frames.
 type frame struct {
-	buf  []byte // received: the whole buffer; to send: exactly the payload
+	buf  []byte // received: the whole buffer; to send: exactly the payload, or its start
+	data []byte // to send: the rest of the payload when it is not in buf (reads run together)
 	n    int    // received length
 	addr [6]byte
 }
@@ -64,7 +66,11 @@ func (s *singleIO) send(frames []frame) error {
 	var first error
 	for i := range frames {
 		f := &frames[i]
-		if _, err := s.pc.WriteTo(f.buf, &packet.Addr{HardwareAddr: f.addr[:]}); err != nil && first == nil {
+		p := f.buf
+		if f.data != nil {
+			p = append(slices.Clip(f.buf), f.data...)
+		}
+		if _, err := s.pc.WriteTo(p, &packet.Addr{HardwareAddr: f.addr[:]}); err != nil && first == nil {
 			first = err
 		}
 	}

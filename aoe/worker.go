@@ -40,11 +40,13 @@ func (t *Target) worker(pc net.PacketConn) error {
 	fio := newFrameIO(pc)
 	rx := make([]frame, batchSize)
 	for i := range rx {
-		rx[i].buf = dataAligned(t.bufSize)
+		rx[i].buf = aligned(t.bufSize, HeaderLen+ATAArgLen)
 	}
 	reqs := make([]request, batchSize)
+	// run holds the sector data of READs of adjacent sectors, read together (execute.go).
+	run := aligned(batchSize*t.maxSect*SectorSize, 0)
 	todo := make([]*request, 0, batchSize)
-	tx := make([]frame, 0, batchSize)
+	tx := make([]frame, 0, 2*batchSize)
 	holding := false
 	for {
 		if !holding {
@@ -77,19 +79,34 @@ func (t *Target) worker(pc net.PacketConn) error {
 			t.rxMu.Unlock()
 		}
 		start := time.Now()
-		tx = tx[:0]
-		for _, r := range todo {
-			tx = append(tx, frame{buf: t.execute(r), addr: r.addr})
-			if len(tx) == cap(tx)/2 {
-				t.sendBatch(fio, tx)
-				tx = tx[:0]
-			}
-		}
-		t.sendBatch(fio, tx)
+		tx = t.executeBatch(fio, todo, run, tx)
 		if len(todo) > 0 {
 			t.observe(time.Since(start) / time.Duration(len(todo)))
 		}
 	}
+}
+
+// executeBatch executes the ATA commands of a batch in order and sends their responses, in
+// groups so that the first go out before the last are executed. READs of adjacent sectors are
+// read together into run, which holds the data of a whole batch. It returns tx for reuse.
+func (t *Target) executeBatch(fio frameIO, todo []*request, run []byte, tx []frame) []frame {
+	tx = tx[:0]
+	for i := 0; i < len(todo); {
+		k := t.readRun(todo[i:], len(run))
+		if k > 1 {
+			tx, run = t.executeReads(todo[i:i+k], run, tx)
+		} else {
+			tx = append(tx, frame{buf: t.execute(todo[i]), addr: todo[i].addr})
+			k = 1
+		}
+		i += k
+		if len(tx) >= batchSize/2 {
+			t.sendBatch(fio, tx)
+			tx = tx[:0]
+		}
+	}
+	t.sendBatch(fio, tx)
+	return tx[:0]
 }
 
 // observe folds the execution time per request of a batch into a moving average and switches
@@ -110,12 +127,12 @@ func (t *Target) observe(per time.Duration) {
 // pageSize is the alignment of the sector data in receive buffers.
 const pageSize = 4096
 
-// dataAligned returns a buffer of n bytes whose sector data (after the AoE and ATA headers)
-// starts on a page boundary, as vblade arranges too, so that O_DIRECT backends read and write
-// it in place instead of through bounce buffers.
-func dataAligned(n int) []byte {
+// aligned returns a buffer of n bytes whose byte at is on a page boundary. Receive buffers
+// have their sector data (after the AoE and ATA headers) aligned, as vblade arranges too, so
+// that O_DIRECT backends read and write it in place instead of through bounce buffers.
+func aligned(n, at int) []byte {
 	raw := make([]byte, n+pageSize)
-	addr := uintptr(unsafe.Pointer(&raw[0])) + HeaderLen + ATAArgLen
+	addr := uintptr(unsafe.Pointer(&raw[0])) + uintptr(at)
 	off := int((pageSize - addr%pageSize) % pageSize)
 	return raw[off : off+n : off+n]
 }
