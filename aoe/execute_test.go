@@ -19,8 +19,10 @@ type stubConn struct {
 	mtu int
 }
 
-func (s stubConn) MTU() int            { return s.mtu }
-func (s stubConn) LocalAddr() net.Addr { return &packet.Addr{HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 9}} }
+func (s stubConn) MTU() int { return s.mtu }
+func (s stubConn) LocalAddr() net.Addr {
+	return &packet.Addr{HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 9}}
+}
 
 // captureIO records the frames sent, each as one payload.
 type captureIO struct{ sent [][]byte }
