@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -132,6 +133,8 @@ type Server struct {
 	active      Listeners
 	dynamic     *dynamicConfigs
 	collectors  []prometheus.Collector
+	// recorder keeps client events for Status; set by Run.
+	recorder atomic.Pointer[recorder]
 }
 
 type serverState int
@@ -204,13 +207,15 @@ func (s *Server) protoLog(proto string) *slog.Logger {
 func (s *Server) Emit(e Event) { s.emit(e) }
 
 func (s *Server) emit(e Event) {
-	if s.OnEvent == nil {
-		return
-	}
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
-	s.OnEvent(e)
+	if r := s.recorder.Load(); r != nil {
+		r.record(e)
+	}
+	if s.OnEvent != nil {
+		s.OnEvent(e)
+	}
 }
 
 // check refuses configurations that cannot boot a kiwi-overlay client.
@@ -275,6 +280,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	s.tracker = newConnTracker(s)
 	s.dynamic = &dynamicConfigs{}
 	s.mu.Unlock()
+	s.recorder.Store(newRecorder())
 	served := false
 	defer func() {
 		s.mu.Lock()

@@ -384,9 +384,28 @@ func TestMetrics(t *testing.T) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	assert.Regexp(t, `(?m)^netroot_tftp_completed_total [1-9]`, string(body))
-	assert.Regexp(t, `(?m)^netroot_tftp_bytes_sent_total [1-9]`, string(body))
+	assert.Regexp(t, `(?m)^netroot_tftp_transfers_total\{result="completed"\} [1-9]`, string(body))
+	assert.Regexp(t, `(?m)^netroot_tftp_sent_bytes_total [1-9]`, string(body))
 	assert.Contains(t, string(body), "netroot_nbd_connections_total")
+	assert.Contains(t, string(body), "netroot_build_info{")
+	assert.Contains(t, string(body), "go_goroutines")
+	assert.Contains(t, string(body), "process_resident_memory_bytes")
+
+	// The same listener serves the status page and its JSON.
+	st, err := http.Get("http://" + maddr + "/status.json")
+	require.NoError(t, err)
+	defer st.Body.Close()
+	var status struct {
+		Transfers []struct{ File string } `json:"recent_transfers"`
+	}
+	require.NoError(t, json.NewDecoder(st.Body).Decode(&status))
+	require.NotEmpty(t, status.Transfers)
+	assert.Equal(t, "boot/initrd", status.Transfers[0].File)
+	page, err := http.Get("http://" + maddr + "/")
+	require.NoError(t, err)
+	page.Body.Close()
+	assert.Equal(t, http.StatusOK, page.StatusCode)
+	assert.Equal(t, "text/html; charset=utf-8", page.Header.Get("Content-Type"))
 }
 
 func TestNBDServerConfigDropIn(t *testing.T) {

@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/netroot/netroot/aoe"
 	"github.com/netroot/netroot/backend"
 	"github.com/netroot/netroot/bootserver"
@@ -82,7 +80,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.aoeAnnounce, "aoe-announce", aoe.DefaultAnnounceInterval, "how often the AoE target announces itself (booting clients find it sooner)")
 	fs.StringVar(&c.defaultRoot, "default", "", "root the default boot entry uses when both NBD and AoE are served: nbd or aoe (default nbd)")
 	fs.StringVar(&c.extraAppend, "append", "", "extra kernel options for the boot entries, such as \"console=ttyS0,115200\"")
-	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, such as :9100")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, such as :9469 (not 9100, which node_exporter uses)")
 	fs.BoolVar(&c.noBootloader, "no-bootloader", false, "do not copy pxelinux.0 and ldlinux.c32 into the TFTP root (it has them already)")
 	fs.StringVar(&c.sysroot, "bootloader-sysroot", "/", "system root to take pxelinux.0 and ldlinux.c32 from (Debian packages pxelinux, syslinux-common)")
 	fs.BoolVar(&c.anyNBDPort, "allow-nonstandard-nbd-port", false, "allow -nbd-addr with a port other than 10809 (kiwi-overlay clients cannot use it)")
@@ -243,8 +241,8 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 		srv.DefaultRoot = overlaycmdline.KindAoE
 	}
 	if c.metricsAddr != "" {
-		reg := prometheus.NewRegistry()
-		if err := serveRegistry(ctx, e, c.metricsAddr, reg); err != nil {
+		reg := newRegistry()
+		if err := serveRegistry(ctx, e, c.metricsAddr, reg, srv.StatusHandler()); err != nil {
 			return err
 		}
 		srv.Registerer = reg

@@ -12,6 +12,7 @@ import (
 
 	"github.com/netroot/netroot/aoe"
 	"github.com/netroot/netroot/backend"
+	"github.com/netroot/netroot/bootserver"
 	"github.com/netroot/netroot/nbd"
 	"github.com/netroot/netroot/nbd/nbdconf"
 	"github.com/netroot/netroot/tftp"
@@ -59,7 +60,7 @@ func runTFTP(ctx context.Context, e *env, args []string) error {
 	}
 	e.log.Info("tftp listening", "addr", pc.LocalAddr().String(), "root", *root)
 	if *metrics != "" {
-		if err := serveMetrics(ctx, e, *metrics, map[string]func() any{"tftp": func() any { return srv.Stats() }}); err != nil {
+		if err := serveMetrics(ctx, e, *metrics, bootserver.TFTPCollector(srv.Stats)); err != nil {
 			return err
 		}
 	}
@@ -185,7 +186,7 @@ func serveNBD(ctx context.Context, e *env, srv *nbd.Server, listenAddrs []string
 		}
 	}
 	if metrics != "" {
-		if err := serveMetrics(ctx, e, metrics, map[string]func() any{"nbd": func() any { return srv.Stats() }}); err != nil {
+		if err := serveMetrics(ctx, e, metrics, bootserver.NBDCollector(srv.Stats)); err != nil {
 			g.closeAll()
 			return err
 		}
@@ -270,7 +271,7 @@ func runAoE(ctx context.Context, e *env, args []string) error {
 	}
 	e.log.Info("aoe serving", "device", aoeName(uint16(shelf), uint8(slot)), "iface", a[2], "mac", conn.HardwareAddr().String(), "file", a[3], "size", dev.Size(), "read_only", *ro)
 	if *metrics != "" {
-		if err := serveMetrics(ctx, e, *metrics, map[string]func() any{"aoe": func() any { return tgt.Stats() }}); err != nil {
+		if err := serveMetrics(ctx, e, *metrics, bootserver.AoECollector(tgt.Stats)); err != nil {
 			return err
 		}
 	}
