@@ -23,15 +23,16 @@ import (
 	"github.com/netroot/netroot/internal/peertest"
 )
 
-// What the soak states and asserts.
+// What the soak states and asserts. Under the race detector the time and memory bounds are
+// raceFactor times larger.
 const (
 	// hostileFor is how long the hostile clients run; legitimate clients run rounds meanwhile.
 	hostileFor = 35 * time.Second
 	// legitDeadline bounds each legitimate transfer (8 MiB over TFTP, 32 MiB over NBD, 8 MiB
 	// over AoE) while the servers are under attack.
-	legitDeadline = 20 * time.Second
+	legitDeadline = 20 * time.Second * raceFactor
 	// rssBound bounds the server process's resident memory throughout.
-	rssBound = 320 << 20
+	rssBound = 320 << 20 * raceFactor
 	// drainWithin is how long after the hostile clients went the server may take to be back to
 	// its descriptors and goroutines before the attack (TFTP gives abandoned transfers
 	// serverConfig.tftpMaxIdle).
