@@ -84,3 +84,50 @@ func ExampleExport_copyOnWrite() {
 	fmt.Printf("client sees %q, base still zero: %v\n", buf, base.Bytes()[0] == 0)
 	// Output: client sees "private", base still zero: true
 }
+
+// Hand a client's connection from one server to another, as a binary upgrade does across two
+// processes: the old server stops between two requests and passes the socket and its state;
+// the new one goes on, and the client does not notice.
+func ExampleServer_Handoff() {
+	image := backend.NewMemoryFrom([]byte("KIWI root filesystem image......"), true)
+	exports, _ := nbd.NewExportSet(&nbd.Export{Name: "root", Device: image})
+	old, next := &nbd.Server{Exports: exports}, &nbd.Server{Exports: exports}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	go old.Serve(l)
+	defer next.Close()
+
+	ctx := context.Background()
+	c, err := nbd.Dial(ctx, "tcp", l.Addr().String(), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Go(ctx, "root"); err != nil {
+		log.Fatal(err)
+	}
+
+	// The old process.
+	res, err := old.Handoff(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, hc := range res.Conns {
+		state, _ := hc.State.MarshalBinary() // with the descriptor of hc.Conn, to the new process
+		// The new process.
+		var st nbd.ConnState
+		if err := st.UnmarshalBinary(state); err != nil {
+			log.Fatal(err)
+		}
+		go next.Resume(ctx, hc.Conn, st)
+	}
+
+	buf := make([]byte, 20)
+	if _, err := c.ReadAt(buf, 0); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("handed over %d, kept %d; read %s\n", len(res.Conns), res.Kept, buf)
+	// Output: handed over 1, kept 0; read KIWI root filesystem
+}

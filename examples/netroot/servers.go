@@ -13,6 +13,7 @@ import (
 	"github.com/netroot/netroot/aoe"
 	"github.com/netroot/netroot/backend"
 	"github.com/netroot/netroot/nbd"
+	"github.com/netroot/netroot/nbd/nbdconf"
 	"github.com/netroot/netroot/tftp"
 )
 
@@ -113,16 +114,16 @@ func runNBD(ctx context.Context, e *env, args []string) error {
 	}
 	onAttach := logNBDAttach(e)
 	if *config != "" {
-		cf, err := nbd.ReadConfigFile(*config)
+		cf, err := nbdconf.ReadConfigFile(*config)
 		if err != nil {
 			return err
 		}
 		for _, w := range cf.Warnings {
 			e.log.Warn("nbd config: ignored", "what", w.String())
 		}
-		open := nbd.OpenConfigExport
+		open := nbdconf.OpenConfigExport
 		if *mmap {
-			open = func(x *nbd.ConfigExport) (backend.Device, error) {
+			open = func(x *nbdconf.ConfigExport) (backend.Device, error) {
 				return backend.OpenMmap(x.Path, &backend.MmapOptions{ReadOnly: x.ReadOnly || x.CopyOnWrite, Length: x.Size})
 			}
 		}
@@ -202,13 +203,14 @@ func openDevice(p string, readOnly, mmap bool) (backend.Device, error) {
 
 // runAoE is a drop-in for vblade: netroot aoe [-r -d -s -o N -l N -m MACS] SHELF SLOT IFACE FILE.
 func runAoE(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "aoe", "[-r] [-d] [-s] [-o SECTORS] [-l SECTORS] [-m MAC[,MAC...]] SHELF SLOT IFACE FILE")
+	fs := newFlagSet(e, "aoe", "[-r] [-d] [-s] [-b BUFCNT] [-o SECTORS] [-l SECTORS] [-m MAC[,MAC...]] SHELF SLOT IFACE FILE")
 	ro := fs.Bool("r", false, "export read-only")
 	direct := fs.Bool("d", false, "open FILE with O_DIRECT")
 	syncw := fs.Bool("s", false, "open FILE with O_SYNC (writes are durable when acknowledged)")
 	off := fs.Int64("o", 0, "offset into FILE, in 512-byte sectors")
 	length := fs.Int64("l", 0, "length of the export, in 512-byte sectors (default: to the end of FILE)")
 	macs := fs.String("m", "", "answer only these initiators: comma-separated MAC addresses")
+	bufcnt := fs.Int("b", aoe.DefaultBufferCount, "requests an initiator may keep in flight, advertised in Query Config (1 to 65535)")
 	announce := fs.Duration("announce", aoe.DefaultAnnounceInterval, "how often to broadcast the target's config (vblade: only at start)")
 	shutdown := fs.Duration("shutdown-timeout", 10*time.Second, "how long in-flight commands may finish after SIGINT/SIGTERM")
 	metrics := fs.String("metrics-addr", "", "serve Prometheus metrics on this address")
@@ -233,6 +235,9 @@ func runAoE(ctx context.Context, e *env, args []string) error {
 	}
 	if *off < 0 || *length < 0 {
 		return usageError{fmt.Errorf("-o %d -l %d: sector counts cannot be negative", *off, *length)}
+	}
+	if *bufcnt < 1 || *bufcnt > 0xFFFF {
+		return usageError{fmt.Errorf("-b %d: want 1 to 65535", *bufcnt)}
 	}
 	var mask []net.HardwareAddr
 	for _, m := range strings.Split(*macs, ",") {
@@ -260,6 +265,7 @@ func runAoE(ctx context.Context, e *env, args []string) error {
 		Devices:          []*aoe.Device{{Shelf: uint16(shelf), Slot: uint8(slot), Backend: dev, ReadOnly: *ro, Mask: mask}},
 		Logger:           e.protoLog("aoe"),
 		AnnounceInterval: *announce,
+		BufferCount:      *bufcnt,
 		OnDiscover:       logAoEDiscover(e),
 	}
 	e.log.Info("aoe serving", "device", aoeName(uint16(shelf), uint8(slot)), "iface", a[2], "mac", conn.HardwareAddr().String(), "file", a[3], "size", dev.Size(), "read_only", *ro)
