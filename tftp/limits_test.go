@@ -110,7 +110,11 @@ func TestErrorMessagesBounded(t *testing.T) {
 		require.NoError(t, err)
 		require.IsType(t, &tftp.ErrorPacket{}, p)
 	}
-	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(errs) == 4 }, 2*time.Second, 5*time.Millisecond)
+	// The client's errors say the prefix once too.
+	_, _, err := get(t, &tftp.Client{}, addr, "../x")
+	require.ErrorIs(t, err, tftp.ErrAccessViolation)
+	assert.Equal(t, 1, strings.Count(err.Error(), "tftp:"), "one prefix in %q", err)
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(errs) == 5 }, 2*time.Second, 5*time.Millisecond)
 	for _, err := range errs {
 		require.Error(t, err)
 		assert.Equal(t, 1, strings.Count(err.Error(), "tftp:"), "one prefix in %q", err)

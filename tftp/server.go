@@ -704,7 +704,7 @@ func (t *transfer) ServeContent(content io.ReaderAt, size int64) error {
 		if _, asked := t.req.Option(OptTransferSize); asked && size >= 0 && size <= maxNetasciiTsize {
 			enc, err := netasciiSize(io.NewSectionReader(content, 0, size))
 			if err != nil {
-				t.respondErr(fmt.Errorf("tftp: read %s: %w", quoteName(t.info.Filename), err))
+				t.respondErr(wrapf(err, "tftp: read %s", quoteName(t.info.Filename)))
 				return t.info.Err
 			}
 			tsize = enc

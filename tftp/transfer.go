@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -158,6 +159,22 @@ func errorPacket(code ErrorCode, msg string) []byte {
 	return b
 }
 
+// wrapped is an error of this package around another whose text may start with the package
+// prefix too: the prefix is said once ("tftp: write block 3: disk full", not "tftp: write
+// block 3: tftp: disk full").
+type wrapped struct {
+	msg string
+	err error
+}
+
+func (w *wrapped) Error() string { return w.msg }
+func (w *wrapped) Unwrap() error { return w.err }
+
+// wrapf returns err wrapped with the formatted context, its own "tftp: " prefix dropped.
+func wrapf(err error, format string, args ...any) error {
+	return &wrapped{msg: fmt.Sprintf(format, args...) + ": " + strings.TrimPrefix(err.Error(), "tftp: "), err: err}
+}
+
 func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
 
 // params are the negotiated values of one transfer.
@@ -274,9 +291,9 @@ func waitAck0(l *link, p params, pkt []byte, pr *progress) error {
 func peerError(b []byte) error {
 	pkt, err := ParsePacket(b)
 	if err != nil {
-		return fmt.Errorf("tftp: malformed error packet from peer: %w", err)
+		return wrapf(err, "tftp: malformed error packet from peer")
 	}
-	return fmt.Errorf("tftp: peer ended the transfer: %w", pkt.(*ErrorPacket))
+	return wrapf(pkt.(*ErrorPacket), "tftp: peer ended the transfer")
 }
 
 // sendBlocks sends src as DATA blocks of p.blksize, p.window at a time (RFC 7440), until a
@@ -313,7 +330,7 @@ func sendBlocks(l *link, p params, src io.Reader, pr *progress) error {
 			n, err := io.ReadFull(src, slot[4:])
 			if err != nil && err != io.EOF && !errors.Is(err, io.ErrUnexpectedEOF) {
 				l.sendError(ErrNotDefined, "read error")
-				return fmt.Errorf("tftp: read block %d: %w", k, err)
+				return wrapf(err, "tftp: read block %d", k)
 			}
 			binary.BigEndian.PutUint16(slot, uint16(OpDATA))
 			binary.BigEndian.PutUint16(slot[2:], uint16(k))
@@ -475,7 +492,7 @@ func recvBlocks(l *link, p params, dst io.Writer, lastSent []byte, first []byte,
 				code = ec
 			}
 			l.sendError(code, msg)
-			return nil, fmt.Errorf("tftp: write block %d: %w", next, err)
+			return nil, wrapf(err, "tftp: write block %d", next)
 		}
 		pr.bytes += int64(len(data))
 		k := next
