@@ -3,12 +3,15 @@ package main_test
 import (
 	"bytes"
 	"errors"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/netroot/netroot/kis/kistest"
 )
 
 // runBinary runs the built binary and returns its stdout, stderr and exit status.
@@ -82,4 +85,23 @@ func TestGlobalFlagsAfterTheCommand(t *testing.T) {
 	out, errOut, code := runBinary(t, "cmdline", "-nbd", "192.0.2.1:root", "-log-format", "json", "-log-level", "debug")
 	require.Equal(t, 0, code, "stderr: %s", errOut)
 	assert.Contains(t, out, "root=overlay:nbd=192.0.2.1:root")
+}
+
+func TestInspectFailsOnABadImage(t *testing.T) {
+	dir := t.TempDir()
+	b, err := kistest.Write(dir, kistest.Spec{Name: "leap", Version: "1.0.0"})
+	require.NoError(t, err)
+	out, errOut, code := runBinary(t, "inspect", "-kis", dir)
+	require.Equal(t, 0, code, "a good build: %s%s", out, errOut)
+	assert.Regexp(t, `(?m)^md5 +ok$`, out)
+
+	f, err := os.OpenFile(b.Image, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt([]byte{0xff, 0xfe}, 100)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	out, errOut, code = runBinary(t, "inspect", "-kis", dir)
+	assert.Equal(t, 1, code, "a failed check fails the command: %s", out)
+	assert.Contains(t, out, "BAD")
+	assert.Contains(t, errOut, "md5 mismatch in leap.x86_64-1.0.0")
 }

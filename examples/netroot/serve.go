@@ -60,7 +60,7 @@ type serveConfig struct {
 func (c *serveConfig) register(fs *flag.FlagSet) {
 	c.kis.register(fs)
 	c.store.register(fs)
-	c.stage.register(fs, "/srv/tftpboot")
+	c.stage.register(fs, defaultTFTPRoot)
 	c.root.register(fs, false)
 	c.pxe.register(fs)
 	fs.StringVar(&c.serverIP, "server-ip", "", "IPv4 address of this server as clients reach it (required with NBD; must be on a local interface)")
