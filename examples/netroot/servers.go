@@ -54,7 +54,7 @@ func runTFTP(ctx context.Context, e *env, args []string) error {
 	case fs.NArg() > 1:
 		return cmdUsage("tftp", fmt.Errorf("tftp: unexpected arguments %q: at most one DIR", fs.Args()[1:]))
 	case fs.NArg() == 1:
-		if set(fs, "tftp-root") || set(fs, "root") {
+		if flagGiven(fs, "tftp-root") || flagGiven(fs, "root") {
 			return cmdUsage("tftp", fmt.Errorf("tftp: both -tftp-root %q and DIR %q: give one", *root, fs.Arg(0)))
 		}
 		*root = fs.Arg(0)
@@ -326,8 +326,8 @@ func runAoE(ctx context.Context, e *env, args []string) error {
 	return g.wait(ctx, e, *shutdown)
 }
 
-// set reports whether the flag name was given on fs's command line.
-func set(fs *flag.FlagSet, name string) bool {
+// flagGiven reports whether the flag name was given on fs's command line.
+func flagGiven(fs *flag.FlagSet, name string) bool {
 	found := false
 	fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
 	return found
