@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -74,16 +75,15 @@ func TestMachinesGetTheirOwnConfigs(t *testing.T) {
 	}
 	grub := readFile(t, srv, "grub/grub.cfg")
 	assert.Contains(t, grub, `if [ "$net_default_mac" = 52:54:00:12:34:56 ]; then configfile /grub/grub.cfg-01-52-54-00-12-34-56; fi`)
-	assert.Contains(t, grub, `if regexp '^52:54:00:' "$net_default_mac"; then configfile /grub/grub.cfg-52-54-00; fi`)
+	assert.Contains(t, grub, `if regexp '^52:54:00:' "$net_default_mac"; then configfile /grub/grub.cfg-01-$net_default_mac; fi`)
 	assert.Less(t, bytes.Index([]byte(grub), []byte("12:34:56")), bytes.Index([]byte(grub), []byte("regexp")), "the exact address is tried before the prefix")
-	assert.Contains(t, readFile(t, srv, "grub/grub.cfg-52-54-00"), "quiet2")
 	ipxe := readFile(t, srv, "boot.ipxe")
 	assert.Regexp(t, "^#!ipxe\n"+bootserver.Marker, ipxe, "iPXE's signature stays first")
 	assert.Contains(t, ipxe, "chain --autofree boot-01-${netX/mac:hexhyp}.ipxe ||")
 
 	// Machines of a prefix group get theirs from the TFTP server, by the names pxelinux and
 	// iPXE ask for.
-	for _, f := range []string{"pxelinux.cfg/01-52-54-00-aa-bb-cc", "boot-01-52-54-00-aa-bb-cc.ipxe"} {
+	for _, f := range []string{"pxelinux.cfg/01-52-54-00-aa-bb-cc", "boot-01-52-54-00-aa-bb-cc.ipxe", "/grub/grub.cfg-01-52:54:00:aa:bb:cc"} {
 		cfg, err := tftpGet(t, srv, f)
 		require.NoError(t, err, f)
 		assert.Contains(t, string(cfg), "quiet2", f)
@@ -94,6 +94,33 @@ func TestMachinesGetTheirOwnConfigs(t *testing.T) {
 	assert.Contains(t, string(exact), twID, "an exact address wins over its prefix")
 	_, err = tftpGet(t, srv, "pxelinux.cfg/01-52-55-00-aa-bb-cc")
 	assert.ErrorIs(t, err, tftp.ErrFileNotFound, "other machines fall through to default")
+}
+
+func TestNBDHostPlacesMachines(t *testing.T) {
+	kisDir := t.TempDir()
+	writeBuild(t, kisDir, "leap", "1.0.0", 1)
+	srv, _ := newServer(t, kisDir)
+	// Two replicas; a machine's last byte picks one (store.PickReplica would hash the MAC).
+	srv.NBDHost = func(mac net.HardwareAddr) netip.Addr {
+		return netip.AddrFrom4([4]byte{198, 51, 100, 10 + mac[5]%2})
+	}
+	srv.Machines = []bootserver.Machine{{MAC: mac("52:54:00:00:00:03"), Append: "console=ttyS1"}}
+	run(t, srv)
+	const id = "leap.x86_64-1.0.0"
+	assert.Contains(t, readFile(t, srv, "pxelinux.cfg/default"), "nbd=127.0.0.1:"+id, "default: ServerIP")
+	assert.Contains(t, readFile(t, srv, "pxelinux.cfg/01-52-54-00-00-00-03"), "nbd=198.51.100.11:"+id)
+	for name, host := range map[string]string{
+		"pxelinux.cfg/01-52-54-00-00-00-04":  "198.51.100.10",
+		"boot-01-52-54-00-00-00-05.ipxe":     "198.51.100.11",
+		"grub/grub.cfg-01-52:54:00:00:00:06": "198.51.100.10",
+	} {
+		cfg, err := tftpGet(t, srv, name)
+		require.NoError(t, err, name)
+		assert.Contains(t, string(cfg), "nbd="+host+":"+id, name)
+		assert.Contains(t, string(cfg), bootserver.Marker, name)
+	}
+	assert.Contains(t, readFile(t, srv, "grub/grub.cfg"), "configfile /grub/grub.cfg-01-$net_default_mac")
+	assert.Contains(t, readFile(t, srv, "boot.ipxe"), "chain --autofree boot-01-${netX/mac:hexhyp}.ipxe ||")
 }
 
 func TestForeignConfigsAreKept(t *testing.T) {

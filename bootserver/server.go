@@ -58,6 +58,12 @@ type Server struct {
 	// ServerIP is this server's IPv4 address as clients reach it; it goes into
 	// root=overlay:nbd=SERVER-IP:EXPORT and is required with NBD.
 	ServerIP netip.Addr
+	// NBDHost, when set, chooses the NBD server each machine's boot config names (one of
+	// several replicas serving the same builds, such as store.PickReplica's choice); an
+	// invalid Addr means ServerIP. Every machine then gets its configs by its MAC address:
+	// Machines as files, all others rendered when pxelinux, GRUB or iPXE ask for them by name
+	// (pxelinux.cfg/01-MAC, grub/grub.cfg-01-MAC, boot-01-MAC.ipxe). Nil means ServerIP for all.
+	NBDHost func(mac net.HardwareAddr) netip.Addr
 	// TFTPAddr is the UDP address TFTP listens on; "" means DefaultTFTPAddr. Ignored when
 	// Listeners.TFTP is set.
 	TFTPAddr string

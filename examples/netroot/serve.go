@@ -180,7 +180,7 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	if err != nil {
 		return err
 	}
-	if c.kis.dir == "" && c.store.url == "" {
+	if len(c.kis.dirs) == 0 && c.store.url == "" {
 		return usageError{errors.New("-kis DIR is required (or -store s3://BUCKET/PREFIX)")}
 	}
 	var machines []bootserver.Machine
@@ -203,7 +203,7 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	act := socketActivation(e)
 	srv := &bootserver.Server{
 		Source: &bootserver.KISSource{
-			Dirs: []string{c.kis.dir}, CacheDir: c.kis.cache, NoVerify: c.kis.noVerify, Mmap: c.mmap,
+			Dirs: c.kis.dirs, CacheDir: c.kis.cache, NoVerify: c.kis.noVerify, Mmap: c.mmap,
 			Progress: progressFor(e), Logger: e.log,
 		},
 		Image:        c.kis.name,
@@ -234,7 +234,7 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 		Logger:          e.log,
 		ProtocolLogger:  e.protoBase(),
 	}
-	if err := c.store.apply(e, srv, c.kis.dir); err != nil {
+	if err := c.store.apply(e, srv, strings.Join(c.kis.dirs, ",")); err != nil {
 		return err
 	}
 	if c.defaultRoot == "aoe" {
