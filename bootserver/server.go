@@ -475,6 +475,7 @@ func (s *Server) startServers(g *group) error {
 			Logger:   s.protoLog("nbd"),
 			OnAttach: s.tracker.attached,
 			OnDetach: s.tracker.detached,
+			OnRefuse: s.tracker.refused,
 		}
 		ln := s.Listeners.NBD
 		if ln == nil {

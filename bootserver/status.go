@@ -57,12 +57,15 @@ type BuildStatus struct {
 
 // ClientStatus is an NBD client attached to a build's export.
 type ClientStatus struct {
-	Client   string    `json:"client"`
-	MAC      string    `json:"mac,omitempty"`
-	Export   string    `json:"export"`
+	Client string `json:"client"`
+	MAC    string `json:"mac,omitempty"`
+	Export string `json:"export"`
+	// Attached is when its first connection (of those open now) attached.
 	Attached time.Time `json:"attached"`
 	// Age is how long it has been attached, as text such as "1m30s".
 	Age string `json:"age"`
+	// Connections counts its connections to the export (nbdcopy and qemu open several).
+	Connections int `json:"connections"`
 }
 
 // EventStatus is one Event in a Status.
@@ -111,8 +114,8 @@ type recorder struct {
 	// ipToKey remembers which machine key an IP address last belonged to, so that an NBD
 	// attach is put on the timeline of the machine whose TFTP fetches came from that address.
 	ipToKey   map[string]string
-	transfers []EventStatus // ring, newest last
-	attached  map[string]ClientStatus
+	transfers []EventStatus            // ring, newest last
+	attached  map[string]*ClientStatus // by client address and export
 	menus     []string
 	// mac finds the MAC address of an IPv4 neighbour (the kernel's ARP table); nil: unknown.
 	mac func(netip.Addr) net.HardwareAddr
@@ -132,7 +135,7 @@ func newRecorder() *recorder {
 	return &recorder{
 		machines: map[string]*machineRecord{},
 		ipToKey:  map[string]string{},
-		attached: map[string]ClientStatus{},
+		attached: map[string]*ClientStatus{},
 		mac:      neighbourMAC,
 	}
 }
@@ -170,7 +173,7 @@ func truncate(s string, n int) string {
 // clientEvent reports whether an event of kind k is about one client machine.
 func clientEvent(k EventKind) bool {
 	switch k {
-	case TFTPTransfer, HTTPRequest, NBDAttach, NBDDetach, AoEDiscover:
+	case TFTPTransfer, HTTPRequest, NBDAttach, NBDDetach, AoEDiscover, NBDRefused:
 		return true
 	}
 	// Kinds added by services (DHCP offers, say) that name a client count too.
@@ -203,9 +206,19 @@ func (r *recorder) record(e Event) {
 		}
 		r.transfers = append(r.transfers, es)
 	case NBDAttach:
-		r.attached[es.Client+" "+es.Build] = ClientStatus{Client: es.Client, MAC: macOf(key), Export: es.Build, Attached: e.Time}
+		k := es.Client + " " + es.Build
+		if c := r.attached[k]; c != nil {
+			c.Connections++
+		} else {
+			r.attached[k] = &ClientStatus{Client: es.Client, MAC: macOf(key), Export: es.Build, Attached: e.Time, Connections: 1}
+		}
 	case NBDDetach:
-		delete(r.attached, es.Client+" "+es.Build)
+		k := es.Client + " " + es.Build
+		if c := r.attached[k]; c != nil {
+			if c.Connections--; c.Connections <= 0 {
+				delete(r.attached, k)
+			}
+		}
 	}
 	m := r.machines[key]
 	if m == nil {
@@ -285,8 +298,9 @@ func (r *recorder) snapshot(st *Status, now time.Time) {
 	defer r.mu.Unlock()
 	st.Started = r.started
 	for _, c := range r.attached {
-		c.Age = now.Sub(c.Attached).Round(time.Second).String()
-		st.Clients = append(st.Clients, c)
+		cs := *c
+		cs.Age = now.Sub(c.Attached).Round(time.Second).String()
+		st.Clients = append(st.Clients, cs)
 	}
 	slices.SortFunc(st.Clients, func(a, b ClientStatus) int {
 		return cmp.Or(a.Attached.Compare(b.Attached), strings.Compare(a.Client, b.Client))

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/netroot/netroot/bootserver"
 	"github.com/netroot/netroot/internal/peertest"
+	"github.com/netroot/netroot/nbd"
 	"github.com/netroot/netroot/tftp"
 )
 
@@ -154,4 +156,45 @@ func TestStatusPageInABrowser(t *testing.T) {
 	assert.Contains(t, clients, client, "the attached client is shown")
 	assert.Contains(t, clients, build)
 	assert.Contains(t, d, "<title>netroot boot server</title>")
+}
+
+// TestRefusedClient asks for an export that does not exist: the server logs one WARN line
+// naming the client, the export asked for and the exports there are, counts it by reason, and
+// puts it on the client's timeline.
+func TestRefusedClient(t *testing.T) {
+	kisDir := t.TempDir()
+	writeBuild(t, kisDir, "leap", "1.0.0", 1)
+	srv, _ := newServer(t, kisDir)
+	var logs syncBuffer
+	srv.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	reg := prometheus.NewRegistry()
+	srv.Registerer = reg
+	run(t, srv)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := nbd.Dial(ctx, "tcp", srv.ActiveListeners().NBD.Addr().String(), nil)
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.Go(ctx, "leap.x86_64-9.9.9")
+	require.Error(t, err)
+
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "nbd client refused") }, 10*time.Second, 10*time.Millisecond)
+	line := logs.String()[strings.Index(logs.String(), "level=WARN msg=\"nbd client refused\""):]
+	line = line[:strings.Index(line, "\n")]
+	assert.Contains(t, line, "client=127.0.0.1:")
+	assert.Contains(t, line, "reason=\"unknown export\"")
+	assert.Contains(t, line, "export=leap.x86_64-9.9.9")
+	assert.Contains(t, line, "exports=[leap.x86_64-1.0.0]")
+	assert.Equal(t, 1, strings.Count(logs.String(), "nbd client refused"), "logged once")
+	assert.Contains(t, gatherText(t, reg), `netroot_nbd_refused_clients_total{reason="unknown_export"} 1`)
+	require.Eventually(t, func() bool {
+		for _, m := range srv.Status().Machines {
+			for _, e := range m.Timeline {
+				if e.Kind == "nbd-refused" && e.File == "leap.x86_64-9.9.9" {
+					return true
+				}
+			}
+		}
+		return false
+	}, 10*time.Second, 10*time.Millisecond)
 }
