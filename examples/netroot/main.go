@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -381,6 +383,31 @@ func editDistance(a, b string) int {
 	return d[len(a)][len(b)]
 }
 
+// readableAttr writes durations as text ("1.5s", not nanoseconds in JSON) and client
+// addresses that arrived on a dual-stack socket as IPv4 (192.0.2.7, not ::ffff:192.0.2.7).
+func readableAttr(_ []string, a slog.Attr) slog.Attr {
+	switch a.Value.Kind() {
+	case slog.KindDuration:
+		return slog.String(a.Key, a.Value.Duration().String())
+	case slog.KindAny:
+		switch v := a.Value.Any().(type) {
+		case netip.AddrPort:
+			return slog.String(a.Key, netip.AddrPortFrom(v.Addr().Unmap(), v.Port()).String())
+		case netip.Addr:
+			return slog.String(a.Key, v.Unmap().String())
+		case *net.TCPAddr:
+			if v != nil {
+				return slog.String(a.Key, netip.AddrPortFrom(v.AddrPort().Addr().Unmap(), v.AddrPort().Port()).String())
+			}
+		case *net.UDPAddr:
+			if v != nil {
+				return slog.String(a.Key, netip.AddrPortFrom(v.AddrPort().Addr().Unmap(), v.AddrPort().Port()).String())
+			}
+		}
+	}
+	return a
+}
+
 func newLogger(w io.Writer, format, level string, verbose bool) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
@@ -389,7 +416,7 @@ func newLogger(w io.Writer, format, level string, verbose bool) (*slog.Logger, e
 	if verbose {
 		lv = min(lv, slog.LevelDebug)
 	}
-	opts := &slog.HandlerOptions{Level: lv}
+	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: readableAttr}
 	switch format {
 	case "text", "":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
