@@ -50,6 +50,7 @@ type serveConfig struct {
 	noBootloader    bool
 	sysroot         string
 	anyNBDPort      bool
+	allowLoopback   bool
 	shutdownTimeout time.Duration
 
 	// demo relaxes the checks that protect real clients (loopback server IP, any NBD port,
@@ -83,6 +84,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, such as :9469 (not 9100, which node_exporter uses)")
 	fs.BoolVar(&c.noBootloader, "no-bootloader", false, "do not copy pxelinux.0 and ldlinux.c32 into the TFTP root (it has them already)")
 	fs.StringVar(&c.sysroot, "bootloader-sysroot", "/", "system root to take pxelinux.0 and ldlinux.c32 from (Debian packages pxelinux, syslinux-common)")
+	fs.BoolVar(&c.allowLoopback, "allow-loopback", false, "allow a loopback -server-ip (only clients on this host, such as tests, can reach it)")
 	fs.BoolVar(&c.anyNBDPort, "allow-nonstandard-nbd-port", false, "allow -nbd-addr with a port other than 10809 (kiwi-overlay clients cannot use it)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running transfers may finish after SIGINT/SIGTERM")
 }
@@ -145,6 +147,14 @@ func (c *serveConfig) check() (serverIP netip.Addr, err error) {
 		if err := localAddress(serverIP); err != nil {
 			return serverIP, err
 		}
+		if serverIP.IsLoopback() && !c.demo && !c.allowLoopback {
+			return serverIP, fmt.Errorf("-server-ip %s is a loopback address: a network-booted machine would look for its NBD server on itself; give the address of this server on the network the machines boot from (-allow-loopback for a test on this host only)", serverIP)
+		}
+		if c.nbd {
+			if err := listenCovers("-nbd-addr", c.nbdAddr, serverIP); err != nil {
+				return serverIP, err
+			}
+		}
 	}
 	if c.aoeIface != "" {
 		if _, err := net.InterfaceByName(c.aoeIface); err != nil {
@@ -152,6 +162,26 @@ func (c *serveConfig) check() (serverIP netip.Addr, err error) {
 		}
 	}
 	return serverIP, nil
+}
+
+// listenCovers reports an error when a listen address does not accept connections to ip:
+// clients are told to connect to ip, and would find nothing there.
+func listenCovers(flagName, listen string, ip netip.Addr) error {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return usageError{fmt.Errorf("%s %q: %w", flagName, listen, err)}
+	}
+	if host == "" {
+		return nil
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return usageError{fmt.Errorf("%s %q: want an IP address and port, such as :10809 or %s:10809", flagName, listen, ip)}
+	}
+	if a.IsUnspecified() || a.Unmap() == ip {
+		return nil
+	}
+	return fmt.Errorf("%s %q listens on %s only, but clients are told to connect to %s (-server-ip): their nbd-client would find no server there; listen on %s or on all addresses", flagName, listen, a, ip, ip)
 }
 
 // localAddress reports an error when no local interface has ip: clients would be sent to a
