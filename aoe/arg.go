@@ -51,6 +51,47 @@ type ATAArg struct {
 	Data []byte
 }
 
+// Offsets of the fields of the 12-byte ATA argument (AoEr11 section 3.1), from its start.
+const (
+	ataOffFlags      = 0  // AFlags
+	ataOffErrFeature = 1  // Err/Feature
+	ataOffCount      = 2  // Sector Count
+	ataOffCmdStatus  = 3  // Cmd/Status
+	ataOffLBA        = 4  // lba0 to lba5, little-endian
+	ataOffReserved   = 10 // two reserved bytes
+)
+
+// ataRegs is an ATA argument in place in a message, at least ATAArgLen bytes: the one codec of
+// its fields, used by ATAArg and by the Target, which reads requests and builds responses in
+// the receive buffer.
+type ataRegs []byte
+
+func (r ataRegs) flags() uint8      { return r[ataOffFlags] }
+func (r ataRegs) errFeature() uint8 { return r[ataOffErrFeature] }
+func (r ataRegs) count() uint8      { return r[ataOffCount] }
+func (r ataRegs) cmdStatus() uint8  { return r[ataOffCmdStatus] }
+
+func (r ataRegs) lba() uint64 {
+	b := r[ataOffLBA : ataOffLBA+6]
+	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 | uint64(b[4])<<32 | uint64(b[5])<<40
+}
+
+// setResult stores a response's error, sector count and status registers; the flags and LBA
+// stay those of the request, as AoEr11 has them echoed.
+func (r ataRegs) setResult(errReg, count, status uint8) {
+	r[ataOffErrFeature], r[ataOffCount], r[ataOffCmdStatus] = errReg, count, status
+}
+
+// put stores every field.
+func (r ataRegs) put(flags, errFeature, count, cmdStatus uint8, lba uint64) {
+	r[ataOffFlags] = flags
+	r.setResult(errFeature, count, cmdStatus)
+	for i := range 6 {
+		r[ataOffLBA+i] = byte(lba >> (8 * i))
+	}
+	r[ataOffReserved], r[ataOffReserved+1] = 0, 0
+}
+
 // AppendBinary appends the encoded argument and its data to b.
 func (a *ATAArg) AppendBinary(b []byte) ([]byte, error) {
 	if a.LBA > maxLBA48 {
@@ -69,11 +110,9 @@ func (a *ATAArg) AppendBinary(b []byte) ([]byte, error) {
 	if a.Write {
 		f |= aflagWrite
 	}
-	b = append(b, f, a.ErrFeature, a.SectorCount, a.CmdStatus)
-	for i := range 6 {
-		b = append(b, byte(a.LBA>>(8*i)))
-	}
-	b = append(b, 0, 0)
+	n := len(b)
+	b = append(b, make([]byte, ATAArgLen)...)
+	ataRegs(b[n:]).put(f, a.ErrFeature, a.SectorCount, a.CmdStatus, a.LBA)
 	return append(b, a.Data...), nil
 }
 
@@ -85,16 +124,14 @@ func (a *ATAArg) UnmarshalBinary(b []byte) error {
 	if len(b) < ATAArgLen {
 		return io.ErrUnexpectedEOF
 	}
-	f := b[0]
+	r := ataRegs(b)
+	f := r.flags()
 	a.Extended = f&aflagExtended != 0
 	a.Device = f&aflagDevice != 0
 	a.Async = f&aflagAsync != 0
 	a.Write = f&aflagWrite != 0
-	a.ErrFeature, a.SectorCount, a.CmdStatus = b[1], b[2], b[3]
-	a.LBA = 0
-	for i := range 6 {
-		a.LBA |= uint64(b[4+i]) << (8 * i)
-	}
+	a.ErrFeature, a.SectorCount, a.CmdStatus = r.errFeature(), r.count(), r.cmdStatus()
+	a.LBA = r.lba()
 	a.Data = b[ATAArgLen:]
 	return nil
 }

@@ -104,7 +104,7 @@ type call struct {
 	resp    *Response // with keep
 	flags   Flags
 	aoeErr  Error
-	ata     [4]byte // response ATA AFlags, err, count, status
+	ata     [ATAArgLen]byte // the response's ATA argument, read through ataRegs
 	lba     uint64
 	gotData int
 }
@@ -176,7 +176,7 @@ func (c *Client) receive() {
 	for i := range frames {
 		// Sector data on a page boundary: the kernel copies it from the start of the
 		// socket buffer's pages (see vnetHeader), and aligned copies are the fast ones.
-		frames[i].buf = dataAligned(max(c.mtu, DefaultMTU))
+		frames[i].buf = aligned(max(c.mtu, DefaultMTU, HeaderLen+ATAArgLen), HeaderLen+ATAArgLen)
 	}
 	for {
 		n, err := fio.recv(frames)
@@ -258,9 +258,9 @@ func (c *Client) deliver(b []byte, from net.HardwareAddr) {
 			cl.resp.Message = Message{Header: h}
 		}
 	} else {
-		cl.ata, cl.gotData = [4]byte{}, 0
+		cl.ata, cl.gotData = [ATAArgLen]byte{}, 0
 		if len(b) >= HeaderLen+ATAArgLen {
-			copy(cl.ata[:], b[HeaderLen:HeaderLen+4])
+			copy(cl.ata[:], b[HeaderLen:])
 			if cl.rbuf != nil {
 				cl.gotData = copy(cl.rbuf, b[HeaderLen+ATAArgLen:])
 			}
@@ -436,8 +436,8 @@ func (c *Client) roundTrip(ctx context.Context, cl *call) error {
 		case <-timer.C:
 			if c.triesOf(cl) > c.cfg.Retries {
 				c.forget(cl)
-				return fmt.Errorf("aoe: %s to e%d.%d at %s after %d tries: %w",
-					cl.cmd, cl.major, cl.minor, cl.dst.HardwareAddr, cl.tries, ErrNoResponse)
+				return fmt.Errorf("aoe: %s to %s at %s after %d tries: %w",
+					cl.cmd, DeviceAddr{Shelf: cl.major, Slot: cl.minor}, cl.dst.HardwareAddr, cl.tries, ErrNoResponse)
 			}
 			if err := c.resend(cl); err != nil {
 				return err
@@ -457,8 +457,11 @@ type TargetInfo struct {
 	Config ConfigArg
 }
 
+// DeviceAddr returns the device's shelf and slot.
+func (ti TargetInfo) DeviceAddr() DeviceAddr { return DeviceAddr{Shelf: ti.Shelf, Slot: ti.Slot} }
+
 func (ti TargetInfo) String() string {
-	return fmt.Sprintf("e%d.%d at %s", ti.Shelf, ti.Slot, ti.Addr)
+	return fmt.Sprintf("%s at %s", ti.DeviceAddr(), ti.Addr)
 }
 
 // Discover broadcasts a Query Config read for shelf.slot (BroadcastShelf and BroadcastSlot
@@ -524,7 +527,7 @@ func (c *Client) discover(ctx context.Context, shelf uint16, slot uint8, wait ti
 			if len(found) > 0 {
 				return found, nil
 			}
-			return nil, fmt.Errorf("aoe: discovering e%d.%d: %w", shelf, slot, ctx.Err())
+			return nil, fmt.Errorf("aoe: discovering %s: %w", DeviceAddr{Shelf: shelf, Slot: slot}, ctx.Err())
 		}
 	}
 }

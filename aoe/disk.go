@@ -57,14 +57,15 @@ var (
 // Open finds device shelf.slot by broadcast discovery, reads its IDENTIFY data and returns it
 // ready for I/O.
 func (c *Client) Open(ctx context.Context, shelf uint16, slot uint8) (*Disk, error) {
-	if shelf == BroadcastShelf || slot == BroadcastSlot {
-		return nil, fmt.Errorf("aoe: open e%d.%d: a broadcast address names no single device", shelf, slot)
+	addr := DeviceAddr{Shelf: shelf, Slot: slot}
+	if addr.Broadcast() {
+		return nil, fmt.Errorf("aoe: open %s: a broadcast address names no single device", addr)
 	}
 	var found []TargetInfo
 	var err error
 	for try := 0; len(found) == 0; try++ {
 		if try > c.cfg.Retries {
-			return nil, fmt.Errorf("aoe: open e%d.%d: %w", shelf, slot, ErrNoResponse)
+			return nil, fmt.Errorf("aoe: open %s: %w", addr, ErrNoResponse)
 		}
 		found, err = c.discover(ctx, shelf, slot, c.rto(try+1), true)
 		if err != nil {
@@ -121,7 +122,8 @@ func (d *Disk) ATA(ctx context.Context, a *ATAArg, data []byte) (*ATAArg, error)
 	if cl.flags&FlagError != 0 {
 		return nil, fmt.Errorf("aoe: ATA command %#02x on %s: %w", a.CmdStatus, d.Target, cl.aoeErr)
 	}
-	r := &ATAArg{ErrFeature: cl.ata[1], SectorCount: cl.ata[2], CmdStatus: cl.ata[3], LBA: a.LBA,
+	regs := ataRegs(cl.ata[:])
+	r := &ATAArg{ErrFeature: regs.errFeature(), SectorCount: regs.count(), CmdStatus: regs.cmdStatus(), LBA: a.LBA,
 		Data: data[:cl.gotData]}
 	if r.CmdStatus&ATAStatusError != 0 {
 		return r, &ATAError{Command: a.CmdStatus, LBA: a.LBA, Status: r.CmdStatus, Err: r.ErrFeature}
@@ -247,7 +249,7 @@ func (d *Disk) transfer(ctx context.Context, p []byte, off int64, write bool) er
 				cl = &call{cmd: CommandATA, major: d.Target.Shelf, minor: d.Target.Slot, dst: d.dst, done: done}
 				if write {
 					// Sector data on a page boundary, for the kernel's aligned copy.
-					cl.frame = dataAligned(HeaderLen + ATAArgLen + frameBytes)[:0]
+					cl.frame = aligned(HeaderLen+ATAArgLen+frameBytes, HeaderLen+ATAArgLen)[:0]
 				} else {
 					cl.frame = make([]byte, 0, MinPayload)
 				}
@@ -332,12 +334,12 @@ func (d *Disk) completed(cl *call, write bool) error {
 	if cl.flags&FlagError != 0 {
 		return fmt.Errorf("aoe: ATA at LBA %d on %s: %w", cl.lba, d.Target, cl.aoeErr)
 	}
-	if st := cl.ata[3]; st&ATAStatusError != 0 {
+	if regs := ataRegs(cl.ata[:]); regs.cmdStatus()&ATAStatusError != 0 {
 		cmd := uint8(ATAReadSectorsExt)
 		if write {
 			cmd = ATAWriteSectorsExt
 		}
-		return &ATAError{Command: cmd, LBA: cl.lba, Status: st, Err: cl.ata[1]}
+		return &ATAError{Command: cmd, LBA: cl.lba, Status: regs.cmdStatus(), Err: regs.errFeature()}
 	}
 	if !write && cl.gotData < len(cl.rbuf) {
 		return fmt.Errorf("aoe: read LBA %d on %s: %d of %d bytes returned", cl.lba, d.Target, cl.gotData, len(cl.rbuf))

@@ -15,6 +15,9 @@
 //   - ATA commands must name the device exactly; a frame addressed to the broadcast shelf or slot
 //     only runs Query Config, MAC Mask List and Reserve/Release (vblade would run a broadcast
 //     WRITE on every blade that hears it).
+//   - It drops frames whose Ethernet source is a group (broadcast or multicast) address and
+//     counts them in Stats.GroupSource (vblade answers them, so a READ from ff:ff:ff:ff:ff:ff
+//     broadcasts sector data to the whole segment).
 //   - It keeps announcing itself every AnnounceInterval (vblade announces once, at start), so a
 //     booting Linux aoe driver finds its root within seconds instead of a minute.
 //   - FLUSH CACHE and FLUSH CACHE EXT call the backend's Sync (vblade acknowledges FLUSH CACHE

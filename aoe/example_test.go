@@ -38,7 +38,7 @@ func Example() {
 	if _, err := d.ReadAtContext(ctx, got, 8*aoe.SectorSize); err != nil {
 		log.Fatal(err)
 	}
-	fmt.Printf("e%d.%d: %d bytes, %d sectors per frame, %q\n", d.Target.Shelf, d.Target.Slot, d.Size(), d.SectorsPerFrame, got[:10])
+	fmt.Printf("%s: %d bytes, %d sectors per frame, %q\n", d.Target.DeviceAddr(), d.Size(), d.SectorsPerFrame, got[:10])
 	// Output: e0.1: 1048576 bytes, 2 sectors per frame, "hello, AoE"
 }
 

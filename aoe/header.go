@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 )
 
 // EtherType is the Ethernet type of AoE frames.
@@ -158,4 +160,48 @@ func pad(b []byte) []byte {
 		b = append(b, 0)
 	}
 	return b
+}
+
+// DeviceAddr is the address of an AoE device: its shelf (the header's Major) and slot
+// (Minor). Its text form is the name the Linux aoe driver gives the device, "e<shelf>.<slot>".
+type DeviceAddr struct {
+	Shelf uint16
+	Slot  uint8
+}
+
+// DeviceAddr returns the device address the header names.
+func (h *Header) DeviceAddr() DeviceAddr { return DeviceAddr{Shelf: h.Major, Slot: h.Minor} }
+
+// Broadcast reports whether the shelf or the slot is a broadcast address, so that the address
+// names no single device.
+func (a DeviceAddr) Broadcast() bool { return a.Shelf == BroadcastShelf || a.Slot == BroadcastSlot }
+
+// String returns "e<shelf>.<slot>" in decimal, such as "e0.1".
+func (a DeviceAddr) String() string {
+	return "e" + strconv.Itoa(int(a.Shelf)) + "." + strconv.Itoa(int(a.Slot))
+}
+
+// MarshalText returns the String form, so that loggers and encoders print the name.
+func (a DeviceAddr) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+
+// UnmarshalText parses the String form, as ParseDeviceAddr does.
+func (a *DeviceAddr) UnmarshalText(b []byte) error {
+	p, err := ParseDeviceAddr(string(b))
+	if err != nil {
+		return err
+	}
+	*a = p
+	return nil
+}
+
+// ParseDeviceAddr parses a device address written "e<shelf>.<slot>", such as "e0.1", or
+// without the "e" ("0.1"). Shelf and slot are decimal, at most 65535 and 255.
+func ParseDeviceAddr(s string) (DeviceAddr, error) {
+	shelf, slot, ok := strings.Cut(strings.TrimPrefix(s, "e"), ".")
+	sh, err1 := strconv.ParseUint(shelf, 10, 16)
+	sl, err2 := strconv.ParseUint(slot, 10, 8)
+	if !ok || err1 != nil || err2 != nil {
+		return DeviceAddr{}, fmt.Errorf("aoe: device address %q: want e<shelf>.<slot> with shelf 0-65535 and slot 0-255", s)
+	}
+	return DeviceAddr{Shelf: uint16(sh), Slot: uint8(sl)}, nil
 }

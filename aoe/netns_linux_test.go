@@ -154,7 +154,7 @@ func TestRawTarget(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, map[int]int{1500: 2, 9000: 17}[tc.mtu], d.SectorsPerFrame)
 			if tc.loss == 0 {
-				aoetest.Run(t, aoetest.Config{Client: c, Shelf: 2, Slot: 5, Writable: true})
+				aoetest.Run(t, aoe.DeviceAddr{Shelf: 2, Slot: 5}, &aoetest.Options{Client: c, Writable: true})
 			}
 			exactIO(t, d, uint64(tc.mtu), func() []byte {
 				// ReadAt, not Bytes: a retransmitted write may still be running (with the
@@ -220,7 +220,7 @@ func TestRawVblade(t *testing.T) {
 			require.Equal(t, map[int]int{1500: 2, 9000: 17}[tc.mtu], d.SectorsPerFrame)
 			require.Equal(t, int64(4<<20), d.Size())
 			if tc.loss == 0 {
-				aoetest.Run(t, aoetest.Config{Client: c, Shelf: 1, Slot: 2, Writable: true, Quirks: aoetest.Vblade})
+				aoetest.Run(t, aoe.DeviceAddr{Shelf: 1, Slot: 2}, &aoetest.Options{Client: c, Writable: true, Expect: aoetest.Vblade})
 			}
 			exactIO(t, d, uint64(tc.mtu)+100, func() []byte {
 				b, err := os.ReadFile(file)

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -99,9 +102,8 @@ func TestConformanceInMemory(t *testing.T) {
 				{Shelf: 3, Slot: 7, Backend: mem, ReadOnly: tc.readOnly},
 				{Shelf: 3, Slot: 8, Backend: backend.NewMemory(1 << 20)},
 			}})
-			aoetest.Run(t, aoetest.Config{
-				Client: client(t, n, nil), Other: client(t, n, nil),
-				Shelf: 3, Slot: 7, Writable: !tc.readOnly,
+			aoetest.Run(t, aoe.DeviceAddr{Shelf: 3, Slot: 7}, &aoetest.Options{
+				Client: client(t, n, nil), Other: client(t, n, nil), Writable: !tc.readOnly,
 			})
 		})
 	}
@@ -538,4 +540,94 @@ func TestDirectFile(t *testing.T) {
 	onDisk, err := os.ReadFile(path)
 	require.NoError(t, err)
 	require.True(t, bytes.Equal(data, onDisk), "file differs after writes")
+}
+
+// TestGroupSourceDropped sends a READ and a Query Config from group (broadcast and multicast)
+// source addresses: the target must not answer (the answer to a READ from the broadcast address
+// would broadcast sector data) and counts the frames.
+func TestGroupSourceDropped(t *testing.T) {
+	n := &aoetest.Network{}
+	tgt := &aoe.Target{AnnounceInterval: -1, Devices: []*aoe.Device{{Shelf: 1, Slot: 1, Backend: backend.NewMemory(1 << 16)}}}
+	tpc := serve(t, n, tgt)
+	observer := n.Attach(nil)
+	read, err := (&aoe.Message{
+		Header: aoe.Header{Version: 1, Major: 1, Minor: 1, Command: aoe.CommandATA, Tag: 7},
+		Arg:    &aoe.ATAArg{Extended: true, CmdStatus: aoe.ATAReadSectorsExt, SectorCount: 2},
+	}).MarshalBinary()
+	require.NoError(t, err)
+	query, err := (&aoe.Message{
+		Header: aoe.Header{Version: 1, Major: 1, Minor: 1, Command: aoe.CommandQueryConfig, Tag: 8},
+		Arg:    &aoe.ConfigArg{},
+	}).MarshalBinary()
+	require.NoError(t, err)
+	// Swallow the start-up announcement.
+	buf := make([]byte, 1500)
+	require.NoError(t, observer.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, _, err = observer.ReadFrom(buf)
+	require.NoError(t, err)
+
+	var senders []*aoetest.Conn
+	for _, mac := range []string{"ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01", "33:33:00:00:00:01"} {
+		hw, err := net.ParseMAC(mac)
+		require.NoError(t, err)
+		s := n.Attach(hw)
+		senders = append(senders, s)
+		for _, f := range [][]byte{read, query} {
+			_, err = s.WriteTo(f, tpc.LocalAddr())
+			require.NoError(t, err, mac)
+		}
+	}
+	for _, c := range append(senders, observer) {
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(200*time.Millisecond)))
+		nr, _, err := c.ReadFrom(buf)
+		require.ErrorIs(t, err, os.ErrDeadlineExceeded, "%s got a frame of %d bytes", c.HardwareAddr(), nr)
+	}
+	st := tgt.Stats()
+	assert.Equal(t, uint64(6), st.GroupSource)
+	assert.Equal(t, uint64(6), st.Ignored)
+	assert.Equal(t, uint64(0), st.SectorsRead)
+}
+
+// TestDiscoveryLogBounded has many initiators (as a flood of forged source addresses would)
+// discover the target: each reaches OnDiscover, but the log gets a bounded number of lines.
+func TestDiscoveryLogBounded(t *testing.T) {
+	n := &aoetest.Network{}
+	var logBuf bytes.Buffer
+	var mu sync.Mutex
+	var discovered atomic.Int32
+	tgt := &aoe.Target{
+		AnnounceInterval: -1,
+		Devices:          []*aoe.Device{{Shelf: 1, Slot: 1, Backend: backend.NewMemory(1 << 16)}},
+		Logger:           slog.New(slog.NewTextHandler(&lockedWriter{mu: &mu, w: &logBuf}, nil)),
+		OnDiscover:       func(*aoe.Device, net.HardwareAddr) { discovered.Add(1) },
+	}
+	tpc := serve(t, n, tgt)
+	query, err := (&aoe.Message{
+		Header: aoe.Header{Version: 1, Major: 1, Minor: 1, Command: aoe.CommandQueryConfig},
+		Arg:    &aoe.ConfigArg{},
+	}).MarshalBinary()
+	require.NoError(t, err)
+	const initiators = 200
+	for i := range initiators {
+		c := n.Attach(net.HardwareAddr{0x02, 0xaa, 0, 0, byte(i >> 8), byte(i)})
+		_, err := c.WriteTo(query, tpc.LocalAddr())
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return discovered.Load() == initiators }, 10*time.Second, 10*time.Millisecond)
+	mu.Lock()
+	lines := strings.Count(logBuf.String(), "initiator discovered device")
+	mu.Unlock()
+	assert.Positive(t, lines)
+	assert.LessOrEqual(t, lines, 16, "discovery log lines")
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

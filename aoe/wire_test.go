@@ -1,12 +1,15 @@
 package aoe_test
 
 import (
+	"bytes"
 	"encoding/hex"
 	"flag"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -198,5 +201,57 @@ func FuzzIdentify(f *testing.F) {
 		}
 		require.NoError(t, err)
 		require.LessOrEqual(t, len(id.Model), 40)
+	})
+}
+
+func TestDeviceAddr(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want aoe.DeviceAddr
+		err  bool
+	}{
+		{in: "e0.1", want: aoe.DeviceAddr{Shelf: 0, Slot: 1}},
+		{in: "0.1", want: aoe.DeviceAddr{Shelf: 0, Slot: 1}},
+		{in: "e65535.255", want: aoe.DeviceAddr{Shelf: 65535, Slot: 255}},
+		{in: "e65536.1", err: true},
+		{in: "e1.256", err: true},
+		{in: "e1", err: true},
+		{in: "e1.", err: true},
+		{in: "e-1.2", err: true},
+		{in: "e1.2.3", err: true},
+		{in: "", err: true},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := aoe.ParseDeviceAddr(tc.in)
+			if tc.err {
+				require.ErrorContains(t, err, strconv.Quote(tc.in))
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got)
+		})
+	}
+	a := aoe.DeviceAddr{Shelf: 12, Slot: 3}
+	assert.Equal(t, "e12.3", a.String())
+	assert.False(t, a.Broadcast())
+	assert.True(t, aoe.DeviceAddr{Shelf: aoe.BroadcastShelf, Slot: 3}.Broadcast())
+	assert.True(t, aoe.DeviceAddr{Shelf: 1, Slot: aoe.BroadcastSlot}.Broadcast())
+	var logged bytes.Buffer
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("x", "device", a)
+	assert.Contains(t, logged.String(), `"device":"e12.3"`)
+}
+
+func FuzzParseDeviceAddr(f *testing.F) {
+	for _, s := range []string{"e0.1", "1.2", "e65535.255", "e99999.1", "e.", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := aoe.ParseDeviceAddr(s)
+		if err != nil {
+			return
+		}
+		back, err := aoe.ParseDeviceAddr(a.String())
+		require.NoError(t, err)
+		require.Equal(t, a, back)
 	})
 }

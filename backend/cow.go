@@ -20,8 +20,12 @@ type CopyOnWriteOptions struct {
 	// block from the base.
 	BlockSize int64
 	// TempDir, when overlay is nil and TempDir is not empty, makes NewCopyOnWrite create the
-	// overlay as a temporary file in TempDir ("." for the current directory), removed by
-	// Close. When both are empty the overlay is kept in memory.
+	// overlay as a file in TempDir ("." for the current directory) that has no name, so that it
+	// cannot outlive the process however it ends (SIGKILL, the OOM killer): on Linux an
+	// O_TMPFILE file, elsewhere, or where TempDir's file system has no O_TMPFILE, a temporary
+	// file removed right after it is created (only a crash in between those two calls leaves
+	// a "netroot-cow-*" file behind; on systems that cannot remove an open file it is removed by
+	// Close). When both are empty the overlay is kept in memory.
 	TempDir string
 }
 
@@ -104,16 +108,16 @@ func NewCopyOnWrite(base Device, overlay *os.File, opts *CopyOnWriteOptions) (*C
 		}
 		c.ov = &fileOverlay{f: overlay}
 	case o.TempDir != "":
-		f, err := os.CreateTemp(o.TempDir, "netroot-cow-*")
+		f, path, err := createAnonymous(o.TempDir)
 		if err != nil {
-			return nil, fmt.Errorf("backend: copy-on-write overlay: %w", err)
+			return nil, fmt.Errorf("backend: copy-on-write overlay in %q: %w", o.TempDir, err)
 		}
+		ov := &fileOverlay{f: f, temp: true, path: path}
 		if err := resetOverlay(f, size); err != nil {
-			f.Close()
-			os.Remove(f.Name())
+			_ = ov.close()
 			return nil, err
 		}
-		c.ov = &fileOverlay{f: f, temp: true}
+		c.ov = ov
 	default:
 		c.ov = &memOverlay{bs: o.BlockSize, size: size, blocks: make(map[int64][]byte)}
 	}
@@ -428,9 +432,12 @@ func (c *CopyOnWrite) Close() error {
 // fileOverlay keeps changed blocks in a sparse file.
 type fileOverlay struct {
 	f *os.File
-	// temp is set when f is a temporary file created by NewCopyOnWrite, closed and removed by
-	// close; otherwise f is the caller's.
+	// temp is set when f is a temporary file created by NewCopyOnWrite, closed by close;
+	// otherwise f is the caller's.
 	temp bool
+	// path is the temporary file's name where it could not be removed while open (see
+	// createAnonymous); close removes it.
+	path string
 }
 
 func (o *fileOverlay) ReadAt(p []byte, off int64) (int, error)  { return o.f.ReadAt(p, off) }
@@ -445,7 +452,35 @@ func (o *fileOverlay) close() error {
 	if !o.temp {
 		return nil
 	}
-	return errors.Join(o.f.Close(), os.Remove(o.f.Name()))
+	err := o.f.Close()
+	if o.path != "" {
+		err = errors.Join(err, os.Remove(o.path))
+	}
+	return err
+}
+
+// createAnonymous creates a read-write file in dir that has no name, where the system allows:
+// openAnonymous (O_TMPFILE on Linux), or else a temporary file removed at once. path is the
+// name of a file that could not be removed while open ("" otherwise).
+func createAnonymous(dir string) (f *os.File, path string, err error) {
+	if f, err := openAnonymous(dir); err == nil {
+		return f, "", nil
+	} else if !errors.Is(err, errors.ErrUnsupported) {
+		return nil, "", err
+	}
+	return createRemoved(dir)
+}
+
+// createRemoved creates a temporary file in dir and removes its name at once.
+func createRemoved(dir string) (*os.File, string, error) {
+	f, err := os.CreateTemp(dir, "netroot-cow-*")
+	if err != nil {
+		return nil, "", err
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		return f, f.Name(), nil
+	}
+	return f, "", nil
 }
 
 // memOverlay keeps changed blocks in a map.

@@ -135,3 +135,18 @@ var bouncePool = sync.Pool{New: func() any {
 func aligned(p []byte) bool {
 	return len(p) == 0 || uintptr(unsafe.Pointer(&p[0]))%pageAlign == 0
 }
+
+// openAnonymous opens an unnamed regular file in dir (O_TMPFILE): it is freed when the last
+// descriptor goes, so nothing of it outlives the process. A file system without O_TMPFILE
+// gives an error wrapping errors.ErrUnsupported.
+func openAnonymous(dir string) (*os.File, error) {
+	f, err := os.OpenFile(dir, os.O_RDWR|unix.O_TMPFILE|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		// EOPNOTSUPP: the file system has no O_TMPFILE; EISDIR: the kernel predates it.
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) {
+			return nil, fmt.Errorf("%w: %w", errors.ErrUnsupported, err)
+		}
+		return nil, err
+	}
+	return f, nil
+}

@@ -10,3 +10,5 @@ import (
 var errNoFallocate = errors.New("backend: fallocate is not available on this system")
 
 func punchHole(*os.File, int64, int64) error { return errNoFallocate }
+
+func openAnonymous(string) (*os.File, error) { return nil, errors.ErrUnsupported }

@@ -25,13 +25,14 @@ const (
 	AoEDiscover    // an AoE initiator (Client, a MAC address) found Build's device
 	ServiceStopped // a service of the group stopped (File names it; Err why)
 	HTTPRequest    // an HTTP request for a boot file finished (Client, File, Bytes, Err)
+	NBDRefused     // an NBD client was turned away (Client; File: the export asked for; Err: why)
 )
 
 var eventNames = [...]string{
 	BuildReady: "build-ready", BuildCurrent: "build-current", BuildRejected: "build-rejected",
 	BuildRetired: "build-retired", ConfigWritten: "config-written", Ready: "ready", TFTPTransfer: "tftp-transfer",
 	NBDAttach: "nbd-attach", NBDDetach: "nbd-detach", AoEDiscover: "aoe-discover",
-	ServiceStopped: "service-stopped", HTTPRequest: "http-request",
+	ServiceStopped: "service-stopped", HTTPRequest: "http-request", NBDRefused: "nbd-refused",
 }
 
 func (k EventKind) String() string {

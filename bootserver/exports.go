@@ -98,7 +98,8 @@ func (t *exportTable) ListExports(context.Context) ([]*nbd.Export, error) {
 // connTracker counts the NBD connections attached to each build (nbd.Server's OnAttach and
 // OnDetach), so that an old build is kept while any client uses it.
 type connTracker struct {
-	s *Server
+	s        *Server
+	refusals refusalLog
 }
 
 func newConnTracker(s *Server) *connTracker { return &connTracker{s: s} }

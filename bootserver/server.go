@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -138,6 +139,8 @@ type Server struct {
 	active      Listeners
 	dynamic     *dynamicConfigs
 	collectors  []prometheus.Collector
+	// recorder keeps client events for Status; set by Run.
+	recorder atomic.Pointer[recorder]
 }
 
 type serverState int
@@ -210,13 +213,15 @@ func (s *Server) protoLog(proto string) *slog.Logger {
 func (s *Server) Emit(e Event) { s.emit(e) }
 
 func (s *Server) emit(e Event) {
-	if s.OnEvent == nil {
-		return
-	}
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
-	s.OnEvent(e)
+	if r := s.recorder.Load(); r != nil {
+		r.record(e)
+	}
+	if s.OnEvent != nil {
+		s.OnEvent(e)
+	}
 }
 
 // check refuses configurations that cannot boot a kiwi-overlay client.
@@ -281,6 +286,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	s.tracker = newConnTracker(s)
 	s.dynamic = &dynamicConfigs{}
 	s.mu.Unlock()
+	s.recorder.Store(newRecorder())
 	served := false
 	defer func() {
 		s.mu.Lock()
@@ -469,6 +475,7 @@ func (s *Server) startServers(g *group) error {
 			Logger:   s.protoLog("nbd"),
 			OnAttach: s.tracker.attached,
 			OnDetach: s.tracker.detached,
+			OnRefuse: s.tracker.refused,
 		}
 		ln := s.Listeners.NBD
 		if ln == nil {

@@ -191,7 +191,7 @@ func (c *Client) do(ctx context.Context, op Opcode, addr, filename string, w io.
 	var oacked bool
 	switch pk := pkt.(type) {
 	case *ErrorPacket:
-		return done(fmt.Errorf("tftp: %v %q refused: %w", op, filename, pk))
+		return done(wrapf(pk, "tftp: %v %s refused", op, quoteName(filename)))
 	case *OAckPacket:
 		if err := c.accept(pk, req, &p, &info); err != nil {
 			l.sendError(ErrOptionRefused, err.Error())
@@ -235,7 +235,7 @@ func (c *Client) do(ctx context.Context, op Opcode, addr, filename string, w io.
 		go func() {
 			defer stop()
 			defer uc.Close()
-			dally(l, final, p.timeout)
+			dally(l, final, p)
 		}()
 		return done(nil)
 	}
@@ -265,7 +265,7 @@ func (c *Client) accept(oack *OAckPacket, req *RequestPacket, p *params, info *T
 		}
 		v, err := strconv.ParseInt(o.Value, 10, 64)
 		if err != nil {
-			return fmt.Errorf("tftp: server acknowledged %s=%q: %w", o.Name, o.Value, err)
+			return wrapf(err, "tftp: server acknowledged %s=%q", o.Name, o.Value)
 		}
 		a, _ := strconv.ParseInt(asked, 10, 64)
 		switch name {

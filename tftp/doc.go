@@ -16,6 +16,15 @@
 // A window of blocks (RFC 7440) leaves in one system call where Linux offers UDP segmentation
 // offload; blksize is capped by the path MTU and windowsize × blksize by [MaxWindowBytes].
 //
+// No client can take what others need: a request is parsed with at most [MaxOptions] options,
+// transfers are capped server-wide and per client address ([Server.MaxTransfers],
+// [Server.MaxTransfersPerClient]), windows, receive buffers and read-ahead share a memory
+// budget ([Server.MaxBufferBytes]) that shrinks large windows rather than refusing anyone, a
+// silent client is given up after [Server.MaxIdle] whatever timeout it negotiated, netascii is
+// encoded as the transfer goes, and ERROR packets never echo more than a short piece of a name.
+// [Stats] counts what was refused and why. [Server.PortRange] confines transfer ports for
+// firewalls, and [MapRules] applies tftpd-hpa map files.
+//
 // [Client] gets and puts files with any option combination, for tests, provisioning tools and
 // conformance checks; package tftptest has a loopback test server and a lossy relay. The wire format is available as plain values ([ParsePacket],
 // [RequestPacket], [DataPacket], [AckPacket], [ErrorPacket], [OAckPacket]).

@@ -54,22 +54,23 @@ func SlashPath(name string) string {
 func FoldCase(name string) string { return strings.ToLower(name) }
 
 // cleanName applies remap, if not nil, to name and checks that the result stays under a root.
-// It returns that result, or an error saying why it is refused.
-func cleanName(name string, remap func(string) string) (string, error) {
+// It returns that result, or the message for the client saying why it is refused (without the
+// package prefix: ErrorPacket.Error adds "tftp: access violation: ").
+func cleanName(name string, remap func(string) string) (string, string) {
 	if remap != nil {
 		name = remap(name)
 	}
 	switch {
 	case strings.IndexByte(name, 0) >= 0:
-		return "", fmt.Errorf("tftp: name %q contains a NUL byte", name)
+		return "", "name " + quoteName(name) + " contains a NUL byte"
 	case strings.IndexByte(name, '\\') >= 0:
-		return "", fmt.Errorf("tftp: name %q contains a backslash", name)
+		return "", "name " + quoteName(name) + " contains a backslash"
 	case strings.HasPrefix(name, "/"):
-		return "", fmt.Errorf("tftp: name %q is absolute", name)
+		return "", "name " + quoteName(name) + " is absolute"
 	case !fs.ValidPath(name) || name == ".":
-		return "", fmt.Errorf("tftp: name %q is not a clean relative path", name)
+		return "", "name " + quoteName(name) + " is not a clean relative path"
 	}
-	return name, nil
+	return name, ""
 }
 
 func (fsrv *fileServer) ServeTFTP(w ResponseWriter, r *Request) {
@@ -77,9 +78,9 @@ func (fsrv *fileServer) ServeTFTP(w ResponseWriter, r *Request) {
 		w.Error(ErrAccessViolation, "read-only server")
 		return
 	}
-	name, err := cleanName(r.Filename, fsrv.cfg.Remap)
-	if err != nil {
-		w.Error(ErrAccessViolation, err.Error())
+	name, refusal := cleanName(r.Filename, fsrv.cfg.Remap)
+	if refusal != "" {
+		w.Error(ErrAccessViolation, refusal)
 		return
 	}
 	root, err := os.OpenRoot(fsrv.root)
@@ -102,7 +103,7 @@ func (fsrv *fileServer) ServeTFTP(w ResponseWriter, r *Request) {
 		return
 	}
 	if !fi.Mode().IsRegular() {
-		w.Error(ErrAccessViolation, fmt.Sprintf("%q is not a regular file", name))
+		w.Error(ErrAccessViolation, quoteName(name)+" is not a regular file")
 		return
 	}
 	_ = w.ServeContent(f, fi.Size())
@@ -112,12 +113,12 @@ func (fsrv *fileServer) ServeTFTP(w ResponseWriter, r *Request) {
 func openErrorCode(name string, err error) (ErrorCode, string) {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return ErrFileNotFound, fmt.Sprintf("%q not found", name)
+		return ErrFileNotFound, quoteName(name) + " not found"
 	case errors.Is(err, fs.ErrPermission):
-		return ErrAccessViolation, fmt.Sprintf("%q: permission denied", name)
+		return ErrAccessViolation, quoteName(name) + ": permission denied"
 	default:
 		// Includes os.Root's "path escapes from parent" for symbolic links leading out.
-		return ErrAccessViolation, fmt.Sprintf("%q: access refused", name)
+		return ErrAccessViolation, quoteName(name) + ": access refused"
 	}
 }
 
@@ -130,9 +131,9 @@ func FSServer(fsys fs.FS) Handler {
 			w.Error(ErrAccessViolation, "read-only server")
 			return
 		}
-		name, err := cleanName(r.Filename, nil)
-		if err != nil {
-			w.Error(ErrAccessViolation, err.Error())
+		name, refusal := cleanName(r.Filename, nil)
+		if refusal != "" {
+			w.Error(ErrAccessViolation, refusal)
 			return
 		}
 		f, err := fsys.Open(name)
@@ -144,7 +145,7 @@ func FSServer(fsys fs.FS) Handler {
 		defer f.Close()
 		fi, err := f.Stat()
 		if err != nil || !fi.Mode().IsRegular() {
-			w.Error(ErrAccessViolation, fmt.Sprintf("%q is not a regular file", name))
+			w.Error(ErrAccessViolation, quoteName(name)+" is not a regular file")
 			return
 		}
 		if ra, ok := f.(io.ReaderAt); ok {
@@ -201,9 +202,9 @@ func (u *uploadServer) ServeTFTP(w ResponseWriter, r *Request) {
 		w.Error(ErrIllegalOperation, "upload-only handler")
 		return
 	}
-	name, err := cleanName(r.Filename, u.cfg.Remap)
-	if err != nil {
-		w.Error(ErrAccessViolation, err.Error())
+	name, refusal := cleanName(r.Filename, u.cfg.Remap)
+	if refusal != "" {
+		w.Error(ErrAccessViolation, refusal)
 		return
 	}
 	if u.cfg.MaxSize > 0 && r.Size > u.cfg.MaxSize {
@@ -218,7 +219,7 @@ func (u *uploadServer) ServeTFTP(w ResponseWriter, r *Request) {
 	defer root.Close()
 	if !u.cfg.Overwrite {
 		if _, err := root.Lstat(name); err == nil {
-			w.Error(ErrFileExists, fmt.Sprintf("%q already exists", name))
+			w.Error(ErrFileExists, quoteName(name)+" already exists")
 			return
 		}
 	}
@@ -261,9 +262,9 @@ func (u *uploadServer) ServeTFTP(w ResponseWriter, r *Request) {
 	ok = err == nil
 	switch {
 	case errors.Is(err, fs.ErrExist):
-		w.Error(ErrFileExists, fmt.Sprintf("%q already exists", name))
+		w.Error(ErrFileExists, quoteName(name)+" already exists")
 	case err != nil:
-		w.Error(ErrAccessViolation, fmt.Sprintf("cannot store %q", name))
+		w.Error(ErrAccessViolation, "cannot store "+quoteName(name))
 	}
 }
 
@@ -275,7 +276,7 @@ type limitWriter struct {
 
 func (l *limitWriter) Write(p []byte) (int, error) {
 	if int64(len(p)) > l.left {
-		return 0, fmt.Errorf("tftp: upload exceeds the size limit: %w", ErrDiskFull)
+		return 0, &ErrorPacket{Code: ErrDiskFull, Message: "upload exceeds the size limit"}
 	}
 	l.left -= int64(len(p))
 	return l.w.Write(p)

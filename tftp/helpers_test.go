@@ -100,7 +100,13 @@ type rawClient struct {
 
 func dialRaw(t testing.TB, addr string) *rawClient {
 	t.Helper()
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	return dialRawFrom(t, addr, "127.0.0.1")
+}
+
+// dialRawFrom is dialRaw from the loopback address from (any of 127.0.0.0/8).
+func dialRawFrom(t testing.TB, addr, from string) *rawClient {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(from)})
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close() })
 	ap, err := netip.ParseAddrPort(addr)
@@ -143,6 +149,26 @@ func (r *rawClient) recv(d time.Duration) tftp.Packet {
 	p, err := tftp.ParsePacket(buf[:n])
 	require.NoError(r.t, err)
 	return p
+}
+
+// recvRaw returns the next datagram within d, from any port, or nil after d.
+func (r *rawClient) recvRaw(d time.Duration) []byte {
+	r.t.Helper()
+	b, _ := r.recvRawFrom(d)
+	return b
+}
+
+// recvRawFrom returns the next datagram within d and its sender, or nil after d.
+func (r *rawClient) recvRawFrom(d time.Duration) ([]byte, netip.AddrPort) {
+	r.t.Helper()
+	buf := make([]byte, 70000)
+	require.NoError(r.t, r.c.SetReadDeadline(time.Now().Add(d)))
+	n, from, err := r.c.ReadFromUDPAddrPort(buf)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil, netip.AddrPort{}
+	}
+	require.NoError(r.t, err)
+	return buf[:n], from
 }
 
 // must returns the next packet, failing if none arrives within d.

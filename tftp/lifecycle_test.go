@@ -81,7 +81,12 @@ func TestShutdownDeadlineStopsTransfers(t *testing.T) {
 	start := time.Now()
 	require.ErrorIs(t, srv.Shutdown(ctx), context.DeadlineExceeded)
 	assert.Less(t, time.Since(start), 2*time.Second)
-	require.Error(t, <-errc, "the client sees the transfer end early")
+	err := <-errc
+	require.Error(t, err, "the client sees the transfer end early")
+	// ... and is told why, rather than left to time out (issue #17).
+	var ep *tftp.ErrorPacket
+	require.ErrorAs(t, err, &ep)
+	assert.Equal(t, "server shutting down", ep.Message)
 	require.Eventually(t, func() bool { return srv.Stats().Active == 0 }, 2*time.Second, 5*time.Millisecond)
 }
 
@@ -95,7 +100,10 @@ func TestCloseEndsTransfers(t *testing.T) {
 	}()
 	require.Eventually(t, func() bool { return srv.Stats().Active == 1 }, 2*time.Second, time.Millisecond)
 	require.NoError(t, srv.Close())
-	require.Error(t, <-errc)
+	err := <-errc
+	var ep *tftp.ErrorPacket
+	require.ErrorAs(t, err, &ep)
+	assert.Equal(t, "server shutting down", ep.Message)
 	require.Eventually(t, func() bool { return srv.Stats().Active == 0 }, 2*time.Second, 5*time.Millisecond)
 }
 

@@ -24,11 +24,21 @@ func FuzzNegotiate(f *testing.F) {
 			return
 		}
 		mtu = max(0, mtu%70000)
-		srv := &Server{MaxBlockSize: int(maxBlk), MaxWindowSize: int(maxWin)}
+		// A small buffer budget, from maxWin, makes the window and blksize shrink to fit.
+		srv := &Server{MaxBlockSize: int(maxBlk), MaxWindowSize: int(maxWin), MaxBufferBytes: int64(maxWin) * 4096}
 		tr := &transfer{srv: srv, req: &Request{Op: req.Op, Options: req.Options}}
 		tr.params = params{blksize: DefaultBlockSize, window: 1, timeout: time.Second}
-		oack := tr.negotiate(size, mtu)
+		oack := tr.negotiate(size, mtu, 8192, 1024)
 		p := tr.params
+		// Beyond the budget only the floor: one block of at most FloorBlockSize, a block of
+		// read-ahead.
+		floor := int64(2*(FloorBlockSize+5) + 1024 + FloorBlockSize)
+		if srv.MaxBufferBytes > 0 && tr.reserved > max(srv.MaxBufferBytes, floor) {
+			t.Fatalf("reserved %d of a budget of %d (%+v, read-ahead %d)", tr.reserved, srv.MaxBufferBytes, p, tr.ahead)
+		}
+		if srv.buffered != tr.reserved || tr.ahead < 1 {
+			t.Fatalf("reserved %d, counted %d, read-ahead %d", tr.reserved, srv.buffered, tr.ahead)
+		}
 		if _, asked := req.Option(OptBlockSize); asked && p.blksize != DefaultBlockSize {
 			if p.blksize < MinBlockSize || p.blksize > MaxBlockSize || (maxBlk >= MinBlockSize && p.blksize > int(maxBlk)) {
 				t.Fatalf("blksize %d out of bounds (server max %d)", p.blksize, maxBlk)

@@ -17,7 +17,7 @@ type netasciiReader struct {
 }
 
 func newNetasciiReader(r io.Reader) *netasciiReader {
-	return &netasciiReader{r: r, buf: make([]byte, 4096)}
+	return &netasciiReader{r: r, buf: make([]byte, netasciiBuf)}
 }
 
 func (n *netasciiReader) Read(p []byte) (int, error) {

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Opcode is the first field of every TFTP packet.
@@ -319,7 +321,7 @@ func parseRequest(op Opcode, b []byte) (*RequestPacket, error) {
 		return nil, err
 	}
 	if mode == "" {
-		return nil, fmt.Errorf("tftp: %v for %q with an empty mode", op, name)
+		return nil, fmt.Errorf("tftp: %v for %s with an empty mode", op, quoteName(name))
 	}
 	opts, err := parseOptions(b)
 	if err != nil {
@@ -328,25 +330,66 @@ func parseRequest(op Opcode, b []byte) (*RequestPacket, error) {
 	return &RequestPacket{Op: op, Filename: name, Mode: mode, Options: opts}, nil
 }
 
+// MaxOptions is the most options ParsePacket accepts in a request or an OACK. RFC 2347 defines
+// four in use (blksize, timeout, tsize, windowsize) plus a few vendor ones; a packet with more is
+// refused as malformed, which bounds the work one request costs the server's request loop.
+const MaxOptions = 32
+
 func parseOptions(b []byte) ([]Option, error) {
 	var opts []Option
+	// seen holds the lower-cased names so far: a duplicate is found in one map lookup, so the
+	// check is linear in the packet's length.
+	var seen map[string]struct{}
 	for len(b) > 0 {
 		// Some clients pad requests with trailing NULs; an empty name ends the list.
 		if b[0] == 0 {
 			break
+		}
+		if len(opts) == MaxOptions {
+			return nil, fmt.Errorf("tftp: more than %d options", MaxOptions)
 		}
 		var o Option
 		var err error
 		if o.Name, b, err = nextString(b, "option name"); err != nil {
 			return nil, err
 		}
-		if o.Value, b, err = nextString(b, "option "+o.Name+" value"); err != nil {
+		if o.Value, b, err = nextString(b, "option "+truncate(o.Name, maxQuotedName)+" value"); err != nil {
 			return nil, err
 		}
-		if _, dup := findOption(opts, o.Name); dup {
-			return nil, fmt.Errorf("tftp: option %q given twice", o.Name)
+		if seen == nil {
+			seen = make(map[string]struct{}, 4)
 		}
+		key := strings.ToLower(o.Name)
+		if _, dup := seen[key]; dup {
+			return nil, fmt.Errorf("tftp: option %s given twice", quoteName(o.Name))
+		}
+		seen[key] = struct{}{}
 		opts = append(opts, o)
 	}
 	return opts, nil
+}
+
+// maxQuotedName is how much of a client-chosen name (a file or option name) goes into an error
+// or a log line: enough to recognise it, never a 64 KB echo.
+const maxQuotedName = 64
+
+// quoteName quotes s for an error message, cut to maxQuotedName bytes (at a rune boundary)
+// with "..." after the quote when it was longer.
+func quoteName(s string) string {
+	if len(s) <= maxQuotedName {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(truncate(s, maxQuotedName)) + "..."
+}
+
+// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := n
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i]
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"runtime"
@@ -16,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -36,10 +38,30 @@ const (
 	// MaxWindowBytes caps windowsize × blksize, so that a large window neither overflows socket
 	// buffers nor holds much memory per transfer.
 	MaxWindowBytes = 1 << 20
+	// DefaultMaxTransfers caps the transfers a server runs at once.
+	DefaultMaxTransfers = 512
+	// DefaultMaxTransfersPerClient caps the transfers of one client address at once. A PXE
+	// client runs one at a time; a boot loader fetching kernel and initrd in parallel, two.
+	DefaultMaxTransfersPerClient = 32
+	// DefaultMaxBufferBytes is the memory all running transfers together may hold for their
+	// windows, receive buffers and read-ahead.
+	DefaultMaxBufferBytes = 64 << 20
+	// FloorBlockSize is the largest blksize a transfer keeps once the buffer budget is spent
+	// (an Ethernet frame's worth).
+	FloorBlockSize = 1468
+	// DefaultMaxIdle is how long a transfer waits for a silent client, in all, before it is
+	// given up.
+	DefaultMaxIdle = time.Minute
 )
 
 // readAhead is the size of the reads from a handler's content.
 const readAhead = 64 << 10
+
+// netasciiBuf is the buffer of a netascii encoder.
+const netasciiBuf = 4096
+
+// maxNetasciiTsize is the largest content whose netascii size a server computes for tsize.
+const maxNetasciiTsize = 16 << 20
 
 // ErrServerClosed is returned by Serve and ListenAndServe after Shutdown or Close.
 var ErrServerClosed = errors.New("tftp: server closed")
@@ -66,6 +88,30 @@ type Server struct {
 	// Retries is how many times a packet is sent again before the transfer is given up; 0
 	// means DefaultRetries.
 	Retries int
+	// MaxIdle is how long in all a transfer waits without progress from its client (the sum of
+	// its back-offs) before it is given up, whatever timeout the client negotiated; 0 means
+	// DefaultMaxIdle and a negative value no limit beyond Retries. A client that asks for
+	// timeout 255 and goes away holds its transfer this long, not Retries × 255 s.
+	MaxIdle time.Duration
+	// MaxTransfers caps the transfers running at once; a request beyond it is answered "server
+	// busy" (error 0) from the request port. 0 means DefaultMaxTransfers; negative, no cap.
+	MaxTransfers int
+	// MaxTransfersPerClient caps the transfers of one client at once, so that one address
+	// cannot take all of MaxTransfers. A client is an IPv4 address or an IPv6 /64. 0 means
+	// DefaultMaxTransfersPerClient; negative, no cap.
+	MaxTransfersPerClient int
+	// MaxBufferBytes bounds the memory that running transfers hold together for windows,
+	// receive buffers and read-ahead. A transfer whose negotiated buffers do not fit in what is
+	// left gets a smaller window, then less read-ahead, then a blksize of at most
+	// FloorBlockSize; that floor (about three blocks) it gets even when the budget is spent, so
+	// a client is never refused for memory and the budget is exceeded by at most MaxTransfers
+	// floors. One client may hold at most a quarter of the budget. 0 means
+	// DefaultMaxBufferBytes; negative, no limit.
+	MaxBufferBytes int64
+	// PortRange, if set, is where the local ports of transfer sockets come from (tftpd-hpa's
+	// --port-range), so that a firewall can let exactly those through. The zero value means
+	// any ephemeral port.
+	PortRange PortRange
 	// OnTransferDone, if set, is called after each transfer with what happened, for example to
 	// log "client fetched pxelinux.cfg/default". It runs on the transfer's goroutine.
 	OnTransferDone func(TransferInfo)
@@ -77,6 +123,12 @@ type Server struct {
 	closing  bool
 	conns    map[net.PacketConn]struct{}
 	active   int
+	// clients holds the transfers and buffer bytes of each client (see clientKey); buffered is
+	// the sum of the bytes.
+	clients  map[netip.Prefix]*clientUse
+	buffered int64
+
+	refusedBusy, refusedClient, refusedPort, malformed, budgetShrunk atomic.Uint64
 
 	requests, completed, failed atomic.Uint64
 	bytesSent, bytesReceived    atomic.Uint64
@@ -94,16 +146,34 @@ type Stats struct {
 	BytesSent     uint64 // DATA payload bytes of read requests
 	BytesReceived uint64 // DATA payload bytes of write requests
 	Retransmits   uint64 // packets sent again: after a timeout, or a window resent from an early ACK
+	// Requests refused before a transfer started, by reason; they are counted in Requests
+	// but not in Failed.
+	RefusedBusy   uint64 // MaxTransfers were running
+	RefusedClient uint64 // the client had MaxTransfersPerClient running
+	RefusedPort   uint64 // no free port in PortRange
+	Malformed     uint64 // packets on the request port that did not parse (too many options, say)
+	// BudgetShrunk counts transfers given a smaller window, read-ahead or blksize than they
+	// negotiated because MaxBufferBytes was spent.
+	BudgetShrunk uint64
+	// BufferedBytes is the memory that running transfers hold now for windows, receive buffers
+	// and read-ahead (see MaxBufferBytes).
+	BufferedBytes int64
 }
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
-	active := s.active
+	active, buffered := s.active, s.buffered
 	s.mu.Unlock()
 	return Stats{
 		Requests:      s.requests.Load(),
 		Active:        active,
+		BufferedBytes: buffered,
+		RefusedBusy:   s.refusedBusy.Load(),
+		RefusedClient: s.refusedClient.Load(),
+		BudgetShrunk:  s.budgetShrunk.Load(),
+		RefusedPort:   s.refusedPort.Load(),
+		Malformed:     s.malformed.Load(),
 		Completed:     s.completed.Load(),
 		Failed:        s.failed.Load(),
 		BytesSent:     s.bytesSent.Load(),
@@ -116,6 +186,7 @@ func (s *Server) init() {
 	s.initOnce.Do(func() {
 		s.ctx, s.cancel = context.WithCancel(context.Background())
 		s.conns = make(map[net.PacketConn]struct{})
+		s.clients = make(map[netip.Prefix]*clientUse)
 	})
 }
 
@@ -150,6 +221,9 @@ func (s *Server) Serve(pc net.PacketConn) error {
 	laddr, ok := pc.LocalAddr().(*net.UDPAddr)
 	if !ok {
 		return fmt.Errorf("tftp: serve needs a UDP socket, not %T", pc.LocalAddr())
+	}
+	if err := s.PortRange.check(); err != nil {
+		return err
 	}
 	local := laddr.AddrPort()
 	// reqLocal is the address the current request was sent to, where the kernel reports it.
@@ -208,10 +282,10 @@ func (s *Server) Serve(pc net.PacketConn) error {
 		from := ua.AddrPort()
 		pkt, err := ParsePacket(buf[:n])
 		if err != nil {
+			s.malformed.Add(1)
 			log.Debug("tftp: malformed packet", "client", from, "err", err)
 			if n >= 2 && (buf[1] == byte(OpRRQ) || buf[1] == byte(OpWRQ)) && buf[0] == 0 {
-				b, _ := (&ErrorPacket{Code: ErrIllegalOperation, Message: "malformed request"}).AppendBinary(nil)
-				_, _ = pc.WriteTo(b, addr)
+				_, _ = pc.WriteTo(errorPacket(ErrIllegalOperation, "malformed request"), addr)
 			}
 			continue
 		}
@@ -222,19 +296,108 @@ func (s *Server) Serve(pc net.PacketConn) error {
 			continue
 		}
 		s.requests.Add(1)
-		s.mu.Lock()
-		if s.closing {
-			s.mu.Unlock()
+		key := clientKey(from.Addr())
+		if refusal := s.admit(key); refusal != "" {
+			if refusal != refusedClosing {
+				log.Debug("tftp: request refused", "client", from, "file", truncate(req.Filename, maxQuotedName), "reason", refusal)
+				_, _ = pc.WriteTo(errorPacket(ErrNotDefined, refusal), addr)
+			}
 			continue
 		}
-		s.active++
-		s.mu.Unlock()
-		go s.serveRequest(reqLocal, from, req)
+		go s.serveRequest(pc, reqLocal, from, key, req)
 	}
 }
 
+// clientKey is what per-client limits count by: an IPv4 address, or the /64 of an IPv6 one (a
+// host may pick its source address from a whole /64).
+func clientKey(a netip.Addr) netip.Prefix {
+	a = a.Unmap().WithZone("")
+	bits := 32
+	if a.Is6() {
+		bits = 64
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+// clientUse is what one client holds now.
+type clientUse struct {
+	transfers int
+	bytes     int64
+}
+
+// refusedClosing is admit's answer when the server is closing: such requests get no answer.
+const refusedClosing = "closing"
+
+// limit returns v, or def when v is 0; a result of 0 (v < 0) means no limit.
+func limit[T ~int | ~int64](v, def T) T {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
+// admit counts a new transfer of client key, or returns why it is refused: the message for the
+// client's ERROR packet.
+func (s *Server) admit(key netip.Prefix) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return refusedClosing
+	}
+	if m := limit(s.MaxTransfers, DefaultMaxTransfers); m > 0 && s.active >= m {
+		s.refusedBusy.Add(1)
+		return "server busy"
+	}
+	u := s.clients[key]
+	if m := limit(s.MaxTransfersPerClient, DefaultMaxTransfersPerClient); m > 0 && u != nil && u.transfers >= m {
+		s.refusedClient.Add(1)
+		return "too many transfers from this address"
+	}
+	if u == nil {
+		u = &clientUse{}
+		s.clients[key] = u
+	}
+	s.active++
+	u.transfers++
+	return ""
+}
+
+// release ends what admit and reserve counted for one transfer.
+func (s *Server) release(key netip.Prefix, bytes int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.active--
+	s.buffered -= bytes
+	if u := s.clients[key]; u != nil {
+		u.transfers--
+		u.bytes -= bytes
+		if u.transfers <= 0 {
+			delete(s.clients, key)
+		}
+	}
+}
+
+// bufferBudget returns how many more buffer bytes client key may reserve now (math.MaxInt64
+// when there is no limit). s.mu must be held.
+func (s *Server) bufferBudget(key netip.Prefix) int64 {
+	m := limit(s.MaxBufferBytes, DefaultMaxBufferBytes)
+	if m <= 0 {
+		return math.MaxInt64
+	}
+	left := m - s.buffered
+	if u := s.clients[key]; u != nil {
+		left = min(left, m/4-u.bytes)
+	}
+	return max(left, 0)
+}
+
 // Shutdown stops accepting requests, waits for running transfers to end and returns nil, or
-// stops them when ctx ends and returns ctx's error.
+// stops them when ctx ends and returns ctx's error; the clients of the transfers stopped then get
+// an ERROR packet saying that the server shuts down.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
 	s.closeListeners()
@@ -256,7 +419,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close stops accepting requests and ends running transfers now.
+// Close stops accepting requests and ends running transfers now; their clients get an ERROR
+// packet saying that the server shuts down.
 func (s *Server) Close() error {
 	s.init()
 	s.closeListeners()
@@ -294,11 +458,15 @@ func (s *Server) retries() int {
 	return DefaultRetries
 }
 
+func (s *Server) maxIdle() time.Duration { return limit(s.MaxIdle, DefaultMaxIdle) }
+
 // serveRequest runs one transfer from request to end.
-func (s *Server) serveRequest(local, from netip.AddrPort, pkt *RequestPacket) {
+func (s *Server) serveRequest(pc net.PacketConn, local, from netip.AddrPort, key netip.Prefix, pkt *RequestPacket) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	t := &transfer{
 		srv:   s,
+		pc:    pc,
+		key:   key,
 		local: local,
 		info: TransferInfo{
 			Op: pkt.Op, Remote: from, Filename: pkt.Filename, Mode: strings.ToLower(pkt.Mode),
@@ -325,13 +493,11 @@ func (s *Server) serveRequest(local, from netip.AddrPort, pkt *RequestPacket) {
 			}
 			t.link.close()
 		}
-		s.mu.Lock()
-		s.active--
-		s.mu.Unlock()
+		s.release(key, t.reserved)
 	}()
 	switch {
 	case t.info.Mode != ModeOctet && t.info.Mode != ModeNetascii:
-		t.Error(ErrIllegalOperation, fmt.Sprintf("unsupported mode %q", pkt.Mode))
+		t.Error(ErrIllegalOperation, "unsupported mode "+quoteName(pkt.Mode))
 	case pkt.Op == OpWRQ && s.WriteHandler == nil:
 		t.Error(ErrAccessViolation, "uploads are disabled")
 	case pkt.Op == OpRRQ && s.Handler == nil:
@@ -354,7 +520,7 @@ func (s *Server) serveRequest(local, from netip.AddrPort, pkt *RequestPacket) {
 	}
 	t.finish()
 	if t.finalAck != nil {
-		dally(t.link, t.finalAck, t.params.timeout)
+		dally(t.link, t.finalAck, t.params)
 	}
 }
 
@@ -373,7 +539,14 @@ func (s *Server) callHandler(h Handler, t *transfer) {
 
 // transfer is the ResponseWriter of one request.
 type transfer struct {
-	srv       *Server
+	srv *Server
+	// pc is the request port, for an error when the transfer cannot open a socket of its own.
+	pc  net.PacketConn
+	key netip.Prefix
+	// reserved is what the transfer counts in the server's buffer budget; ahead is the
+	// read-ahead it was granted.
+	reserved  int64
+	ahead     int
 	req       *Request
 	local     netip.AddrPort
 	link      *link
@@ -386,39 +559,94 @@ type transfer struct {
 
 var _ ResponseWriter = (*transfer)(nil)
 
-// open creates the transfer's own socket, connected to the client.
+// open creates the transfer's own socket, connected to the client, on a port of the server's
+// PortRange when it has one. When it cannot, the client is told so from the request port.
 func (t *transfer) open() error {
-	t.params = params{blksize: DefaultBlockSize, window: 1, timeout: t.srv.timeout(), retries: t.srv.retries()}
+	s := t.srv
+	t.params = params{blksize: DefaultBlockSize, window: 1, timeout: s.timeout(), retries: s.retries(),
+		maxIdle: s.maxIdle()}
+	if err := t.openLink(); err != nil {
+		if errors.Is(err, errNoFreePort) {
+			s.refusedPort.Add(1)
+		}
+		_, _ = t.pc.WriteTo(errorPacket(ErrNotDefined, "server busy"), net.UDPAddrFromAddrPort(t.info.Remote))
+		return err
+	}
+	l := t.link
+	context.AfterFunc(t.req.Context(), func() {
+		// The transfer's context ends with the transfer, or earlier when the server stops it
+		// (Close, or Shutdown's deadline): then its client learns why.
+		if s.ctx.Err() != nil {
+			l.sendFinal(errorPacket(ErrNotDefined, "server shutting down"))
+		}
+		l.shutdown()
+	})
+	return nil
+}
+
+// errNoFreePort is why a transfer could not start when every port of the range is taken.
+var errNoFreePort = errors.New("no free port")
+
+func (t *transfer) openLink() error {
+	s := t.srv
 	remote := netip.AddrPortFrom(t.info.Remote.Addr().Unmap(), t.info.Remote.Port())
 	local := t.local.Addr().Unmap()
+	first, n := s.PortRange.span()
+	start := 0
+	if n > 1 {
+		start = rand.IntN(n)
+	}
 	// A transfer on a blocking socket (see sock) holds an OS thread of its own. That wins while
 	// there are no more such transfers than Ps; a boot storm is served faster by the netpoller,
 	// which runs any number of transfers on a few threads.
-	if int(t.srv.socks.Add(1)) <= runtime.GOMAXPROCS(0) {
-		if s, err := openSock(local, remote); err == nil {
-			t.link = &link{s: s, peer: remote, connected: true}
-			s.crowded = t.srv.crowded
-			s.lockThread()
-			context.AfterFunc(t.req.Context(), s.shutdown)
+	useSock := int(s.socks.Add(1)) <= runtime.GOMAXPROCS(0)
+	if !useSock {
+		s.socks.Add(-1)
+	}
+	for i := range n {
+		port := uint16(first + (start+i)%n)
+		if useSock {
+			sk, err := openSock(local, remote, port)
+			if err == nil {
+				t.link = &link{s: sk, peer: remote, connected: true}
+				sk.crowded = s.crowded
+				sk.lockThread()
+				return nil
+			}
+			if errors.Is(err, syscall.EADDRINUSE) {
+				continue
+			}
+			s.socks.Add(-1)
+			useSock = false
+		}
+		c, err := dialUDP(t.local.Addr(), remote, port)
+		if err == nil {
+			t.link = &link{c: c, peer: remote, connected: true}
 			return nil
 		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			return err
+		}
 	}
-	t.srv.socks.Add(-1)
-	var laddr *net.UDPAddr
-	if ip := t.local.Addr(); ip.IsValid() && !ip.IsUnspecified() {
-		laddr = &net.UDPAddr{IP: ip.AsSlice(), Zone: ip.Zone()}
+	if useSock {
+		s.socks.Add(-1)
+	}
+	return fmt.Errorf("tftp: transfer to %v: %w in port range %v", remote, errNoFreePort, s.PortRange)
+}
+
+// dialUDP opens a netpoller socket from local (any address when unspecified) and port (0:
+// ephemeral) to remote.
+func dialUDP(local netip.Addr, remote netip.AddrPort, port uint16) (*net.UDPConn, error) {
+	laddr := &net.UDPAddr{Port: int(port)}
+	if local.IsValid() && !local.IsUnspecified() && local.Unmap().Is4() == remote.Addr().Is4() {
+		laddr.IP, laddr.Zone = local.AsSlice(), local.Zone()
 	}
 	raddr := net.UDPAddrFromAddrPort(remote)
-	if laddr != nil && (laddr.IP.To4() == nil) != (raddr.IP.To4() == nil) {
-		laddr = nil
-	}
 	c, err := net.DialUDP("udp", laddr, raddr)
 	if err != nil {
-		return fmt.Errorf("tftp: open transfer socket to %v: %w", raddr, err)
+		return nil, fmt.Errorf("tftp: open transfer socket to %v: %w", raddr, err)
 	}
-	context.AfterFunc(t.req.Context(), func() { c.Close() })
-	t.link = &link{c: c, peer: raddr.AddrPort(), connected: true}
-	return nil
+	return c, nil
 }
 
 func (t *transfer) Error(code ErrorCode, message string) {
@@ -459,22 +687,36 @@ func (t *transfer) ServeContent(content io.ReaderAt, size int64) error {
 	if n < 0 {
 		n = math.MaxInt64
 	}
-	// Read ahead in large chunks: one pread per 64 KiB rather than one per block.
-	var src io.Reader = bufio.NewReaderSize(io.NewSectionReader(content, 0, n), readAhead)
+	// Read ahead in large chunks: one pread per 64 KiB rather than one per block, but no more
+	// than the content.
+	ahead := readAhead
+	if size >= 0 && size < readAhead {
+		ahead = max(int(size), 16)
+	}
+	extra, tsize := 0, size
 	if t.info.Mode == ModeNetascii {
-		if size >= 0 {
+		// The netascii form is encoded as the transfer goes. Its size is known only by reading
+		// the whole content: that is done only for a client that asks for tsize, and only up
+		// to maxNetasciiTsize; a larger file goes without tsize (RFC 2349 lets a server leave
+		// it out).
+		extra = netasciiBuf
+		tsize = -1
+		if _, asked := t.req.Option(OptTransferSize); asked && size >= 0 && size <= maxNetasciiTsize {
 			enc, err := netasciiSize(io.NewSectionReader(content, 0, size))
 			if err != nil {
-				t.respondErr(fmt.Errorf("tftp: read %q: %w", t.info.Filename, err))
+				t.respondErr(wrapf(err, "tftp: read %s", quoteName(t.info.Filename)))
 				return t.info.Err
 			}
-			size = enc
+			tsize = enc
 		}
+	}
+	oack := t.negotiate(tsize, t.link.pathMTU(), ahead, extra)
+	var src io.Reader = bufio.NewReaderSize(io.NewSectionReader(content, 0, n), t.ahead)
+	if t.info.Mode == ModeNetascii {
 		src = newNetasciiReader(src)
 	}
-	oack := t.negotiate(size, t.link.pathMTU())
 	t.prepareSocket()
-	t.info.Size = size
+	t.info.Size = tsize
 	if oack != nil {
 		if err := waitAck0(t.link, t.params, oack, &t.pr); err != nil {
 			t.info.Err = err
@@ -499,7 +741,7 @@ func (t *transfer) Receive(dst io.Writer) (int64, error) {
 		t.info.Err = err
 		return 0, err
 	}
-	first := t.negotiate(t.req.Size, t.link.pathMTU())
+	first := t.negotiate(t.req.Size, t.link.pathMTU(), 0, 0)
 	t.prepareSocket()
 	t.info.Size = t.req.Size
 	if first == nil {
@@ -538,11 +780,12 @@ func (t *transfer) respondErr(err error) {
 	t.info.Err = err
 }
 
-// negotiate picks the values of the options the client sent (RFC 2347: only those) and returns
-// the OACK to send, or nil when no option was accepted. size is the tsize to announce on a read
-// request (< 0: unknown, tsize not acknowledged); mtu is the path MTU to the client (0:
-// unknown).
-func (t *transfer) negotiate(size int64, mtu int) []byte {
+// negotiate picks the values of the options the client sent (RFC 2347: only those), fits the
+// buffers into the server's budget (see fit) and returns the OACK to send, or nil when no
+// option was accepted. size is the tsize to announce on a read request (< 0: unknown, tsize not
+// acknowledged); mtu is the path MTU to the client (0: unknown); ahead is the read-ahead wanted
+// and extra what else the transfer buffers besides its window and receive buffer.
+func (t *transfer) negotiate(size int64, mtu int, ahead, extra int) []byte {
 	s := t.srv
 	var acked []Option
 	maxBlk := MaxBlockSize
@@ -560,7 +803,7 @@ func (t *transfer) negotiate(size int64, mtu int) []byte {
 	if s.MaxWindowSize > 0 {
 		maxWin = s.MaxWindowSize
 	}
-	var window int
+	window := 1
 	for _, o := range t.req.Options {
 		name := strings.ToLower(o.Name)
 		v, err := strconv.ParseInt(o.Value, 10, 64)
@@ -573,7 +816,7 @@ func (t *transfer) negotiate(size int64, mtu int) []byte {
 				continue
 			}
 			t.params.blksize = int(min(v, int64(maxBlk)))
-			acked = append(acked, Option{Name: o.Name, Value: strconv.Itoa(t.params.blksize)})
+			acked = append(acked, Option{Name: o.Name}) // filled below, once the budget is known
 		case OptTimeout:
 			if v < 1 || v > 255 {
 				continue
@@ -595,16 +838,17 @@ func (t *transfer) negotiate(size int64, mtu int) []byte {
 				continue
 			}
 			window = int(min(v, int64(maxWin)))
-			acked = append(acked, Option{Name: o.Name, Value: ""}) // filled below, once blksize is known
+			acked = append(acked, Option{Name: o.Name}) // filled below
 		}
 	}
-	if window > 0 {
-		window = max(1, min(window, MaxWindowBytes/t.params.blksize))
-		t.params.window = window
-		for i := range acked {
-			if strings.EqualFold(acked[i].Name, OptWindowSize) {
-				acked[i].Value = strconv.Itoa(window)
-			}
+	t.params.window = max(1, min(window, MaxWindowBytes/t.params.blksize))
+	t.fit(ahead, extra)
+	for i := range acked {
+		switch {
+		case strings.EqualFold(acked[i].Name, OptBlockSize):
+			acked[i].Value = strconv.Itoa(t.params.blksize)
+		case strings.EqualFold(acked[i].Name, OptWindowSize):
+			acked[i].Value = strconv.Itoa(t.params.window)
 		}
 	}
 	t.info.BlockSize, t.info.WindowSize = t.params.blksize, t.params.window
@@ -613,6 +857,38 @@ func (t *transfer) negotiate(size int64, mtu int) []byte {
 	}
 	b, _ := (&OAckPacket{Options: acked}).AppendBinary(nil)
 	return b
+}
+
+// fit reserves the transfer's buffers (window ring, receive buffer, read-ahead and extra) in
+// the server's budget, shrinking the window, then the read-ahead to one block, then the blksize
+// to FloorBlockSize until they fit. What is left then, the floor, is reserved even beyond the
+// budget: MaxTransfers bounds the excess. It sets t.ahead to the read-ahead granted.
+func (t *transfer) fit(ahead, extra int) {
+	s := t.srv
+	p := &t.params
+	need := func() int64 {
+		return int64(p.blksize+5) + int64(extra) + int64(ahead) + int64(p.window)*int64(p.blksize+4)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if left := s.bufferBudget(t.key); need() > left {
+		s.budgetShrunk.Add(1)
+		fixed := int64(p.blksize+5) + int64(extra) + int64(ahead)
+		p.window = max(1, int(min(int64(p.window), (left-fixed)/int64(p.blksize+4))))
+		if need() > left && ahead > p.blksize {
+			ahead = p.blksize
+		}
+		if need() > left && p.blksize > FloorBlockSize {
+			p.blksize = FloorBlockSize
+			ahead = min(ahead, p.blksize)
+		}
+	}
+	t.ahead = ahead
+	t.reserved = need()
+	s.buffered += t.reserved
+	if u := s.clients[t.key]; u != nil {
+		u.bytes += t.reserved
+	}
 }
 
 // prepareSocket sizes the socket buffers for a window of the negotiated size.

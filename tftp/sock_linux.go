@@ -47,9 +47,9 @@ type sock struct {
 // spinTime bounds one busy-poll: about two loopback round trips between CPUs here.
 const spinTime = 50 * time.Microsecond
 
-// openSock opens a UDP socket bound to local (any address when invalid or unspecified) and an
-// ephemeral port, connected to remote.
-func openSock(local netip.Addr, remote netip.AddrPort) (*sock, error) {
+// openSock opens a UDP socket bound to local (any address when invalid or unspecified) and port
+// (0: an ephemeral one), connected to remote.
+func openSock(local netip.Addr, remote netip.AddrPort, port uint16) (*sock, error) {
 	rsa, family, err := sockaddr(remote)
 	if err != nil {
 		return nil, err
@@ -58,14 +58,23 @@ func openSock(local netip.Addr, remote netip.AddrPort) (*sock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tftp: socket: %w", err)
 	}
-	if local.IsValid() && !local.IsUnspecified() {
-		lsa, lfamily, err := sockaddr(netip.AddrPortFrom(local, 0))
+	if !local.IsValid() || local.IsUnspecified() || local.Unmap().Is4() != (family == unix.AF_INET) {
+		local = netip.IPv6Unspecified()
+		if family == unix.AF_INET {
+			local = netip.IPv4Unspecified()
+		}
+		if port == 0 {
+			local = netip.Addr{} // no bind: connect picks the address and port
+		}
+	}
+	if local.IsValid() {
+		lsa, lfamily, err := sockaddr(netip.AddrPortFrom(local, port))
 		if err == nil && lfamily == family {
 			err = unix.Bind(fd, lsa)
 		}
 		if err != nil {
 			unix.Close(fd)
-			return nil, fmt.Errorf("tftp: bind to %v: %w", local, err)
+			return nil, fmt.Errorf("tftp: bind to %v: %w", netip.AddrPortFrom(local, port), err)
 		}
 	}
 	if err := unix.Connect(fd, rsa); err != nil {
@@ -236,6 +245,15 @@ func (s *sock) wrap(err error) error {
 		return net.ErrClosed
 	}
 	return os.NewSyscallError("udp", err)
+}
+
+// sendFinal sends b from any goroutine, unless the socket was closed.
+func (s *sock) sendFinal(b []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		_ = unix.Sendto(s.fd, b, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT, nil)
+	}
 }
 
 // shutdown makes a waiting recv (on any goroutine) return net.ErrClosed, as would closing a

@@ -17,7 +17,7 @@ func sockPair(t *testing.T) (*sock, *net.UDPConn) {
 	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(t, err)
 	t.Cleanup(func() { peer.Close() })
-	s, err := openSock(netip.MustParseAddr("127.0.0.1"), peer.LocalAddr().(*net.UDPAddr).AddrPort())
+	s, err := openSock(netip.MustParseAddr("127.0.0.1"), peer.LocalAddr().(*net.UDPAddr).AddrPort(), 0)
 	require.NoError(t, err)
 	t.Cleanup(s.close)
 	return s, peer
@@ -79,6 +79,6 @@ func TestSock(t *testing.T) {
 
 // TestSockScoped checks that a scoped IPv6 address is left to package net.
 func TestSockScoped(t *testing.T) {
-	_, err := openSock(netip.Addr{}, netip.MustParseAddrPort("[fe80::1%lo]:69"))
+	_, err := openSock(netip.Addr{}, netip.MustParseAddrPort("[fe80::1%lo]:69"), 0)
 	require.Error(t, err)
 }

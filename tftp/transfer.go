@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -89,6 +90,25 @@ func (l *link) recv(deadline time.Time) ([]byte, error) {
 	}
 }
 
+// sendFinal sends b from any goroutine, unless the socket is already closed: the ERROR packet
+// of a transfer that the server stops.
+func (l *link) sendFinal(b []byte) {
+	if l.s != nil {
+		l.s.sendFinal(b)
+	} else {
+		_, _ = l.c.Write(b)
+	}
+}
+
+// shutdown makes the owner's waits return net.ErrClosed; any goroutine may call it.
+func (l *link) shutdown() {
+	if l.s != nil {
+		l.s.shutdown()
+	} else {
+		l.c.Close()
+	}
+}
+
 // close closes the socket.
 func (l *link) close() {
 	if l.s != nil {
@@ -123,8 +143,36 @@ func sameAddrPort(a, b netip.AddrPort) bool {
 // sendError tells the peer why the transfer ends. Errors sending it are of no interest: the
 // transfer is over either way.
 func (l *link) sendError(code ErrorCode, msg string) {
+	_ = l.send(errorPacket(code, msg))
+}
+
+// maxErrorMessage caps the message of the ERROR packets the server sends: whatever a handler
+// or a client's name put in it, the packet stays small.
+const maxErrorMessage = 200
+
+// errorPacket returns the wire form of an ERROR packet with msg cut to maxErrorMessage bytes.
+func errorPacket(code ErrorCode, msg string) []byte {
+	if len(msg) > maxErrorMessage {
+		msg = truncate(msg, maxErrorMessage-3) + "..."
+	}
 	b, _ := (&ErrorPacket{Code: code, Message: msg}).AppendBinary(make([]byte, 0, 4+len(msg)+1))
-	_ = l.send(b)
+	return b
+}
+
+// wrapped is an error of this package around another whose text may start with the package
+// prefix too: the prefix is said once ("tftp: write block 3: disk full", not "tftp: write
+// block 3: tftp: disk full").
+type wrapped struct {
+	msg string
+	err error
+}
+
+func (w *wrapped) Error() string { return w.msg }
+func (w *wrapped) Unwrap() error { return w.err }
+
+// wrapf returns err wrapped with the formatted context, its own "tftp: " prefix dropped.
+func wrapf(err error, format string, args ...any) error {
+	return &wrapped{msg: fmt.Sprintf(format, args...) + ": " + strings.TrimPrefix(err.Error(), "tftp: "), err: err}
 }
 
 func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
@@ -135,6 +183,8 @@ type params struct {
 	window  int
 	timeout time.Duration
 	retries int
+	// maxIdle, if positive, caps the whole wait without progress, all retries included.
+	maxIdle time.Duration
 }
 
 // progress counts what a transfer did, for logs and counters.
@@ -160,30 +210,46 @@ func backoff(d time.Duration) time.Duration { return min(2*d, maxBackoff) }
 type retryClock struct {
 	base     time.Duration
 	max      int
+	maxIdle  time.Duration
 	timeout  time.Duration
 	tries    int
 	deadline time.Time
+	// giveUp is when the wait ends whatever the retries left (maxIdle after the last
+	// progress); zero without maxIdle.
+	giveUp time.Time
 }
 
 func startRetryClock(p params) retryClock {
-	c := retryClock{base: p.timeout, max: p.retries}
+	c := retryClock{base: p.timeout, max: p.retries, maxIdle: p.maxIdle}
 	c.progress()
 	return c
 }
 
 // progress starts the wait over: the peer moved the transfer on.
 func (c *retryClock) progress() {
+	now := time.Now()
 	c.timeout, c.tries = c.base, 0
-	c.deadline = time.Now().Add(c.timeout)
+	if c.maxIdle > 0 {
+		c.giveUp = now.Add(c.maxIdle)
+	}
+	c.setDeadline(now)
 }
 
-// retry backs off after a timeout. It reports false once the retries are used up.
+func (c *retryClock) setDeadline(now time.Time) {
+	c.deadline = now.Add(c.timeout)
+	if !c.giveUp.IsZero() && c.deadline.After(c.giveUp) {
+		c.deadline = c.giveUp
+	}
+}
+
+// retry backs off after a timeout. It reports false once the retries or maxIdle are used up.
 func (c *retryClock) retry() bool {
-	if c.tries++; c.tries > c.max {
+	now := time.Now()
+	if c.tries++; c.tries > c.max || (!c.giveUp.IsZero() && !now.Before(c.giveUp)) {
 		return false
 	}
 	c.timeout = backoff(c.timeout)
-	c.deadline = time.Now().Add(c.timeout)
+	c.setDeadline(now)
 	return true
 }
 
@@ -225,9 +291,9 @@ func waitAck0(l *link, p params, pkt []byte, pr *progress) error {
 func peerError(b []byte) error {
 	pkt, err := ParsePacket(b)
 	if err != nil {
-		return fmt.Errorf("tftp: malformed error packet from peer: %w", err)
+		return wrapf(err, "tftp: malformed error packet from peer")
 	}
-	return fmt.Errorf("tftp: peer ended the transfer: %w", pkt.(*ErrorPacket))
+	return wrapf(pkt.(*ErrorPacket), "tftp: peer ended the transfer")
 }
 
 // sendBlocks sends src as DATA blocks of p.blksize, p.window at a time (RFC 7440), until a
@@ -264,7 +330,7 @@ func sendBlocks(l *link, p params, src io.Reader, pr *progress) error {
 			n, err := io.ReadFull(src, slot[4:])
 			if err != nil && err != io.EOF && !errors.Is(err, io.ErrUnexpectedEOF) {
 				l.sendError(ErrNotDefined, "read error")
-				return fmt.Errorf("tftp: read block %d: %w", k, err)
+				return wrapf(err, "tftp: read block %d", k)
 			}
 			binary.BigEndian.PutUint16(slot, uint16(OpDATA))
 			binary.BigEndian.PutUint16(slot[2:], uint16(k))
@@ -415,13 +481,18 @@ func recvBlocks(l *link, p params, dst io.Writer, lastSent []byte, first []byte,
 			return nil, fmt.Errorf("tftp: block %d of %d bytes exceeds blksize %d", next, len(data), p.blksize)
 		}
 		if _, err := dst.Write(data); err != nil {
-			code := ErrDiskFull
+			// The client learns the code and, from an *ErrorPacket, its message; other errors
+			// may name server paths, so they stay in the server's log.
+			code, msg := ErrDiskFull, "cannot store the upload"
 			var ec ErrorCode
-			if errors.As(err, &ec) {
+			var ep *ErrorPacket
+			if errors.As(err, &ep) {
+				code, msg = ep.Code, ep.Message
+			} else if errors.As(err, &ec) {
 				code = ec
 			}
-			l.sendError(code, err.Error())
-			return nil, fmt.Errorf("tftp: write block %d: %w", next, err)
+			l.sendError(code, msg)
+			return nil, wrapf(err, "tftp: write block %d", next)
 		}
 		pr.bytes += int64(len(data))
 		k := next
@@ -449,8 +520,11 @@ func recvBlocks(l *link, p params, dst io.Writer, lastSent []byte, first []byte,
 // dally waits for repeats of the final DATA block (our final ACK was lost) and acknowledges
 // them again (RFC 1350 section 6). It waits long enough for two of the peer's retransmissions
 // (timeout, then twice that), and after each repeat twice as long again, as the peer backs off.
-func dally(l *link, finalAck []byte, timeout time.Duration) {
-	wait := 4 * timeout
+func dally(l *link, finalAck []byte, p params) {
+	wait := 4 * p.timeout
+	if p.maxIdle > 0 {
+		wait = min(wait, p.maxIdle)
+	}
 	deadline := time.Now().Add(wait)
 	for {
 		b, err := l.recv(deadline)

@@ -18,59 +18,60 @@ import (
 	"github.com/netroot/netroot/aoe"
 )
 
-// Quirks are the known departures from AoEr11 that Run tolerates, each named after what the
-// target does instead; a target that conforms has none.
-type Quirks struct {
-	// IgnoresVersion: messages with an unknown AoE version are served as version 1 instead of
-	// answered with aoe.ErrUnsupportedVersion.
-	IgnoresVersion bool
-	// BroadcastATA: ATA commands sent to the broadcast shelf and slot are executed.
-	BroadcastATA bool
-	// NoFlushExt: FLUSH CACHE EXT is aborted.
-	NoFlushExt bool
-	// MaskEditBroken: MAC mask list edits that add or delete addresses corrupt the list or
-	// crash the target, so the suite only reads the list and sends edits that fail.
-	MaskEditBroken bool
-}
-
-// Vblade are the quirks of vblade 25 (Debian's vblade package). Its mask list edits scan
-// nmasks bytes where they mean nmasks 6-byte entries: adding an address already present
-// appends a zero entry, and deleting one computes a negative memmove length, which Debian's
-// _FORTIFY_SOURCE build aborts ("buffer overflow detected").
-var Vblade = Quirks{IgnoresVersion: true, BroadcastATA: true, NoFlushExt: true, MaskEditBroken: true}
-
-// Config describes the target Run checks.
-type Config struct {
+// Options configure a conformance run.
+type Options struct {
 	// Client is the initiator that sends the checks.
 	Client *aoe.Client
 	// Other, when not nil, is a second initiator with another hardware address on the same
 	// segment; it enables the MAC mask and reservation access checks.
 	Other *aoe.Client
-	Shelf uint16
-	Slot  uint8
 	// Writable runs the write checks: they overwrite the device's first and last sectors.
 	// Otherwise the suite checks that writes are refused.
 	Writable bool
-	Quirks   Quirks
 	// Quiet is how long a check waits to be sure no response comes; zero means 300 ms.
 	Quiet time.Duration
+	// Expect states where the target departs from AoEr11.
+	Expect Expect
 }
 
-// Run checks the target. It restores the config string, mask list and reserve list it changes.
-func Run(t *testing.T, cfg Config) {
-	s := &suite{Config: cfg}
+// Expect describes the behaviour to check where a target knowingly departs from AoEr11, each
+// field named after what the target does instead. The zero value is what the specification
+// prescribes, which is what netroot's own Target does.
+type Expect struct {
+	// UnknownVersionServed: messages with an unknown AoE version are served as version 1
+	// instead of answered with aoe.ErrUnsupportedVersion.
+	UnknownVersionServed bool
+	// BroadcastATAExecuted: ATA commands sent to the broadcast shelf and slot are executed.
+	BroadcastATAExecuted bool
+	// NoFlushExt: FLUSH CACHE EXT is aborted.
+	NoFlushExt bool
+	// MaskEditCorrupts: MAC mask list edits that add or delete addresses corrupt the list or
+	// crash the target, so the suite only reads the list and sends edits that fail.
+	MaskEditCorrupts bool
+}
+
+// Vblade is what to expect of vblade 25 (Debian's vblade package). Its mask list edits scan
+// nmasks bytes where they mean nmasks 6-byte entries: adding an address already present
+// appends a zero entry, and deleting one computes a negative memmove length, which Debian's
+// _FORTIFY_SOURCE build aborts ("buffer overflow detected").
+var Vblade = Expect{UnknownVersionServed: true, BroadcastATAExecuted: true, NoFlushExt: true, MaskEditCorrupts: true}
+
+// Run checks the target device at addr with subtests of t. It restores the config string, mask
+// list and reserve list it changes. opts must not be nil and opts.Client must be set.
+func Run(t *testing.T, addr aoe.DeviceAddr, opts *Options) {
+	s := &suite{Options: *opts}
 	if s.Quiet == 0 {
 		s.Quiet = 300 * time.Millisecond
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	found, err := cfg.Client.Discover(ctx, cfg.Shelf, cfg.Slot, 500*time.Millisecond)
+	found, err := s.Client.Discover(ctx, addr.Shelf, addr.Slot, 500*time.Millisecond)
 	require.NoError(t, err)
-	require.Len(t, found, 1, "discovery of e%d.%d", cfg.Shelf, cfg.Slot)
+	require.Len(t, found, 1, "discovery of %s", addr)
 	s.target = found[0]
-	s.me = cfg.Client.HardwareAddr()
+	s.me = s.Client.HardwareAddr()
 	require.Len(t, s.me, 6, "the client's PacketConn must report its hardware address")
-	disk, err := cfg.Client.OpenTarget(ctx, s.target)
+	disk, err := s.Client.OpenTarget(ctx, s.target)
 	require.NoError(t, err)
 	s.disk = disk
 
@@ -90,14 +91,14 @@ func Run(t *testing.T, cfg Config) {
 	t.Run("ManyTags", s.manyTags)
 	t.Run("MaskList", s.maskList)
 	t.Run("Reserve", s.reserve)
-	if cfg.Other != nil {
+	if s.Other != nil {
 		t.Run("MaskAccess", s.maskAccess)
 		t.Run("ReserveAccess", s.reserveAccess)
 	}
 }
 
 type suite struct {
-	Config
+	Options
 	target aoe.TargetInfo
 	me     net.HardwareAddr
 	disk   *aoe.Disk
@@ -177,7 +178,7 @@ func (s *suite) discovery(t *testing.T) {
 		for _, f := range found {
 			ok = ok || (bytes.Equal(f.Addr, s.target.Addr) && f.Shelf == s.target.Shelf && f.Slot == s.target.Slot)
 		}
-		assert.True(t, ok, "e%d.%d answers discovery of %#x.%#x", s.target.Shelf, s.target.Slot, addr.shelf, addr.slot)
+		assert.True(t, ok, "%s answers discovery of %#x.%#x", s.target.DeviceAddr(), addr.shelf, addr.slot)
 	}
 }
 
@@ -190,13 +191,13 @@ func (s *suite) version(t *testing.T) {
 	h := s.header(aoe.CommandQueryConfig)
 	h.Version = 2
 	m := &aoe.Message{Header: h, Arg: &aoe.ConfigArg{Command: aoe.ConfigRead}}
-	if s.Quirks.IgnoresVersion {
+	if s.Expect.UnknownVersionServed {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		r, err := s.Client.Do(ctx, s.target.Addr, m)
 		require.NoError(t, err)
 		requireOK(t, r)
-		t.Logf("quirk: a version 2 message is served, answered with version %d", r.Version)
+		t.Logf("expected: a version 2 message is served, answered with version %d", r.Version)
 		return
 	}
 	requireAoEError(t, s.do(t, s.Client, m), aoe.ErrUnsupportedVersion)
@@ -343,12 +344,12 @@ func (s *suite) broadcastATA(t *testing.T) {
 	h := s.header(aoe.CommandATA)
 	h.Minor = aoe.BroadcastSlot
 	m := &aoe.Message{Header: h, Arg: &aoe.ATAArg{CmdStatus: aoe.ATACheckPowerMode}}
-	if s.Quirks.BroadcastATA {
+	if s.Expect.BroadcastATAExecuted {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_, err := s.Client.Do(ctx, s.target.Addr, m)
 		require.NoError(t, err)
-		t.Log("quirk: an ATA command to the broadcast slot is executed")
+		t.Log("expected: an ATA command to the broadcast slot is executed")
 		return
 	}
 	s.silent(t, s.Client, m)
@@ -398,9 +399,9 @@ func (s *suite) flush(t *testing.T) {
 	assert.Zero(t, a.CmdStatus&aoe.ATAStatusError, "FLUSH CACHE status %#x", a.CmdStatus)
 	_, a = s.ata(t, &aoe.ATAArg{Extended: true, CmdStatus: aoe.ATAFlushCacheExt})
 	require.NotNil(t, a)
-	if s.Quirks.NoFlushExt {
-		assert.NotZero(t, a.CmdStatus&aoe.ATAStatusError, "quirk: FLUSH CACHE EXT aborted")
-		t.Log("quirk: FLUSH CACHE EXT is aborted")
+	if s.Expect.NoFlushExt {
+		assert.NotZero(t, a.CmdStatus&aoe.ATAStatusError, "expected: FLUSH CACHE EXT aborted")
+		t.Log("expected: FLUSH CACHE EXT is aborted")
 		return
 	}
 	assert.Zero(t, a.CmdStatus&aoe.ATAStatusError, "FLUSH CACHE EXT status %#x", a.CmdStatus)
@@ -439,10 +440,10 @@ func (s *suite) maskList(t *testing.T) {
 	requireOK(t, r)
 	require.NotNil(t, a)
 	require.Empty(t, a.Directives, "the suite needs an empty mask list to start")
-	if s.Quirks.MaskEditBroken {
+	if s.Expect.MaskEditCorrupts {
 		t.Run("BadDirective", s.maskBadDirective)
 		t.Run("BadSubcommand", s.maskBadSubcommand)
-		t.Log("quirk: mask list edits that add or delete are not checked")
+		t.Log("expected: mask list edits that add or delete are not checked")
 		return
 	}
 	defer func() {
@@ -538,8 +539,8 @@ func (s *suite) reserve(t *testing.T) {
 }
 
 func (s *suite) maskAccess(t *testing.T) {
-	if s.Quirks.MaskEditBroken {
-		t.Skip("quirk: mask list edits are broken")
+	if s.Expect.MaskEditCorrupts {
+		t.Skip("expected: mask list edits are broken")
 	}
 	r, _ := s.mask(t, s.Client, aoe.MaskEdit, aoe.Directive{Command: aoe.DirectiveAdd, MAC: s.me})
 	requireOK(t, r)

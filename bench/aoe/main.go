@@ -2,6 +2,8 @@
 // initiator over a veth pair between two network namespaces, at MTU 1500 and 9000. It prints
 // sequential read throughput, target CPU per GB read and random 4 KiB read IOPS for each, and
 // the ratios; also the target's context switches per MB and the initiator's own CPU per GB.
+// With -repeat N it measures N rounds, each target once per round in a rotated order, and prints
+// the medians and ranges of each figure and of the ratios taken within a round.
 // With -null it also measures netroot's target over a backend that does no I/O, which shows
 // what the initiator and the veth pair allow at most. It needs root, ip (iproute2) and
 // vblade, and cleans up after itself.
@@ -21,6 +23,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,6 +47,7 @@ func main() {
 	timeout := flag.Duration("timeout", 60*time.Second, "limit for each measurement")
 	null := flag.Bool("null", false, "also measure netroot's target with a backend that does no I/O: the initiator's ceiling")
 	targets := flag.String("targets", "netroot,vblade", "targets to measure; ratios need both")
+	repeat := flag.Int("repeat", 1, "rounds per MTU, each measuring every target in a rotated order; more than one prints medians and ranges")
 	flag.Parse()
 	if *serve {
 		serveTarget(*iface, *file, *null)
@@ -71,7 +75,7 @@ func main() {
 		defer pprof.StopCPUProfile()
 	}
 
-	fmt.Printf("%-8s %-6s %12s %12s %12s %12s %12s\n", "target", "mtu", "seq MB/s", "CPU s/GB", "rand IOPS", "ctxsw/MB", "client s/GB")
+	fmt.Printf("%-8s %-6s %-5s %12s %12s %12s %12s %12s\n", "target", "mtu", "round", "seq MB/s", "CPU s/GB", "rand IOPS", "ctxsw/MB", "client s/GB")
 	for _, ms := range strings.Split(*mtus, ",") {
 		mtu, err := strconv.Atoi(strings.TrimSpace(ms))
 		must(err)
@@ -79,23 +83,69 @@ func main() {
 		if *null {
 			names = append(names, "null")
 		}
-		res := map[string]result{}
-		for _, name := range names {
-			r, err := measure(name, vblade, img, mtu, int64(*sizeMiB)<<20, *randReads, *depth, *timeout)
-			if err != nil {
-				log.Printf("aoebench: %s at MTU %d: %v", name, mtu, err)
-				return
+		all := map[string][]result{}
+		var ratios [][3]float64
+		for round := range *repeat {
+			// Each round measures every target once, starting with a different one, so that a
+			// change in the machine's load falls on all of them alike.
+			res := map[string]result{}
+			for i := range names {
+				name := names[(i+round)%len(names)]
+				r, err := measure(name, vblade, img, mtu, int64(*sizeMiB)<<20, *randReads, *depth, *timeout)
+				if err != nil {
+					log.Printf("aoebench: %s at MTU %d: %v", name, mtu, err)
+					return
+				}
+				res[name] = r
+				all[name] = append(all[name], r)
+				fmt.Printf("%-8s %-6d %-5d %12.1f %12.2f %12.0f %12.1f %12.2f\n", name, mtu, round+1, r.mbps, r.cpuPerGB, r.iops, r.switchesPerMB, r.clientPerGB)
 			}
-			res[name] = r
-			fmt.Printf("%-8s %-6d %12.1f %12.2f %12.0f %12.1f %12.2f\n", name, mtu, r.mbps, r.cpuPerGB, r.iops, r.switchesPerMB, r.clientPerGB)
+			if a, ok := res["netroot"]; ok {
+				if b, ok := res["vblade"]; ok {
+					ratios = append(ratios, [3]float64{a.mbps / b.mbps, a.cpuPerGB / b.cpuPerGB, a.iops / b.iops})
+				}
+			}
 		}
-		if a, ok := res["netroot"]; ok {
-			if b, ok := res["vblade"]; ok {
-				fmt.Printf("%-8s %-6d %11.2fx %11.2fx %11.2fx\n", "ratio", mtu,
-					a.mbps/b.mbps, a.cpuPerGB/b.cpuPerGB, a.iops/b.iops)
+		if *repeat > 1 {
+			for _, name := range names {
+				rs := all[name]
+				f := func(get func(result) float64) string {
+					v := make([]float64, len(rs))
+					for i, r := range rs {
+						v[i] = get(r)
+					}
+					return spread(v)
+				}
+				fmt.Printf("%-8s %-6d %-5s %s %s %s %s %s\n", name, mtu, "med",
+					f(func(r result) float64 { return r.mbps }), f(func(r result) float64 { return r.cpuPerGB }),
+					f(func(r result) float64 { return r.iops }), f(func(r result) float64 { return r.switchesPerMB }),
+					f(func(r result) float64 { return r.clientPerGB }))
 			}
+		}
+		if len(ratios) > 0 {
+			col := func(i int) string {
+				v := make([]float64, len(ratios))
+				for k, r := range ratios {
+					v[k] = r[i]
+				}
+				return spread(v)
+			}
+			fmt.Printf("%-8s %-6d %-5s %s %s %s   (netroot/vblade in the same round)\n", "ratio", mtu, "med", col(0), col(1), col(2))
 		}
 	}
+}
+
+// spread formats the median of v and, for more than one value, its range.
+func spread(v []float64) string {
+	slices.Sort(v)
+	med := v[len(v)/2]
+	if len(v)%2 == 0 {
+		med = (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	if len(v) == 1 {
+		return fmt.Sprintf("%12.3g", med)
+	}
+	return fmt.Sprintf("%12s", fmt.Sprintf("%.3g[%.3g-%.3g]", med, v[0], v[len(v)-1]))
 }
 
 type result struct{ mbps, cpuPerGB, iops, switchesPerMB, clientPerGB float64 }
@@ -205,15 +255,15 @@ func measure(name, vblade, img string, mtu int, size int64, nrand, depth int, li
 	slot := uint8(1)
 	if name == "vblade" {
 		slot = 2
-		cmd = exec.Command("ip", "netns", "exec", nsA, vblade, "-r", "0", "2", ifA, img)
+		args := append([]string{"netns", "exec", nsA}, wrap(name)...)
+		cmd = exec.Command("ip", append(args, vblade, "-r", "0", "2", ifA, img)...)
 	} else {
 		self, err := os.Executable()
 		if err != nil {
 			return res, err
 		}
 		args := []string{"netns", "exec", nsA}
-		// AOEBENCH_WRAP runs the target under a command such as "strace -c -f -o FILE".
-		args = append(args, strings.Fields(os.Getenv("AOEBENCH_WRAP"))...)
+		args = append(args, wrap(name)...)
 		args = append(args, self, "-serve", "-iface", ifA, "-file", img)
 		if name == "null" {
 			args = append(args, "-null")
@@ -293,6 +343,13 @@ func measure(name, vblade, img string, mtu int, size int64, nrand, depth int, li
 		fmt.Fprintf(os.Stderr, "%s mtu %d: %d of %d frames retransmitted\n", name, mtu, st.Retransmits, st.Sent)
 	}
 	return res, nil
+}
+
+// wrap is the command that AOEBENCH_WRAP asks to run the target under, such as
+// "perf record -g -o /tmp/{}.data --" ({} is the target's name). The CPU and context switch
+// figures then count the wrapper, not the target.
+func wrap(name string) []string {
+	return strings.Fields(strings.ReplaceAll(os.Getenv("AOEBENCH_WRAP"), "{}", name))
 }
 
 func run(name string, args ...string) error {

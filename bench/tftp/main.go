@@ -101,7 +101,9 @@ func parseSize(s string) (int64, error) {
 
 // serveOurs is the child process running our server.
 func serveOurs(addr, dir string) {
-	srv := &tftp.Server{Handler: tftp.FileServer(dir)}
+	// Every boot storm client comes from 127.0.0.1, and tftpd-hpa has no limits: the per-client
+	// cap and the buffer budget are off, so that both servers are measured on the same terms.
+	srv := &tftp.Server{Handler: tftp.FileServer(dir), MaxTransfers: -1, MaxTransfersPerClient: -1, MaxBufferBytes: -1}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
 	go func() {

@@ -21,6 +21,9 @@ func logTFTPTransfer(e *env) func(tftp.TransferInfo) {
 			e.log.Debug("tftp file not found", "client", ti.Remote, "file", ti.Filename)
 		case ti.Err != nil:
 			e.log.Warn("tftp transfer failed", "client", ti.Remote, "file", ti.Filename, "bytes", ti.Bytes, "err", ti.Err)
+		case ti.Op == tftp.OpWRQ:
+			e.log.Info("client uploaded", "client", ti.Remote.Addr(), "file", ti.Filename, "bytes", ti.Bytes,
+				"blksize", ti.BlockSize, "windowsize", ti.WindowSize, "took", ti.Duration.Round(time.Millisecond))
 		default:
 			e.log.Info("client fetched", "client", ti.Remote.Addr(), "file", ti.Filename, "bytes", ti.Bytes,
 				"blksize", ti.BlockSize, "windowsize", ti.WindowSize, "took", ti.Duration.Round(time.Millisecond))

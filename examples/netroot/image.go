@@ -81,6 +81,7 @@ func (f storeFlags) open(e *env, url string) (*store.Store, error) {
 
 func runImagePush(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "image push", "[flags] KISDIR s3://BUCKET[/PREFIX]")
+	allowArgs(fs)
 	sf := addStoreFlags(fs)
 	name := fs.String("name", "", "image name to push when the directory holds several")
 	version := fs.String("version", "", "version to push (default the newest)")
@@ -129,6 +130,7 @@ func runImagePush(ctx context.Context, e *env, args []string) error {
 
 func runImagePromote(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "image promote", "[flags] s3://BUCKET[/PREFIX] TAG MANIFEST|BUILD")
+	allowArgs(fs)
 	sf := addStoreFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -156,6 +158,7 @@ func runImagePromote(ctx context.Context, e *env, args []string) error {
 
 func runImageList(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "image list", "[flags] s3://BUCKET[/PREFIX]")
+	allowArgs(fs)
 	sf := addStoreFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -197,6 +200,7 @@ func runImageList(ctx context.Context, e *env, args []string) error {
 
 func runImageGC(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "image gc", "[flags] s3://BUCKET[/PREFIX]")
+	allowArgs(fs)
 	sf := addStoreFlags(fs)
 	grace := fs.Duration("grace", store.DefaultGrace, "keep objects younger than this (pushes in progress, recent manifests)")
 	prune := fs.Bool("prune", false, "also delete manifests no tag names that are older than -grace")

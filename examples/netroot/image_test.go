@@ -122,7 +122,7 @@ func TestServeFromStore(t *testing.T) {
 	_, err = st.Push(ctx, dir, &store.PushOptions{ChunkSize: 256 << 10})
 	require.NoError(t, err)
 
-	cmd := exec.Command(binary, "serve", "-store", "s3://images/lab", "-tftp-root", t.TempDir(), "-server-ip", "127.0.0.1",
+	cmd := exec.Command(binary, "serve", "-store", "s3://images/lab", "-tftp-root", t.TempDir(), "-server-ip", "127.0.0.1", "-allow-loopback",
 		"-tftp-addr", "127.0.0.1:0", "-nbd-addr", "127.0.0.1:0", "-allow-nonstandard-nbd-port", "-no-bootloader", "-watch", "100ms")
 	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+storetest.AccessKeyID, "AWS_SECRET_ACCESS_KEY="+storetest.SecretAccessKey,
 		"AWS_ENDPOINT_URL_S3="+srv.URL, "AWS_REGION=")
@@ -155,7 +155,7 @@ func TestServeFromStore(t *testing.T) {
 	require.Eventually(t, func() bool { return bytes.Equal(img2, read("")) }, 10*time.Second, 50*time.Millisecond)
 
 	// -kis and -store exclude each other.
-	_, _, code := imageCmdServe(t, "serve", "-store", "s3://images/lab", "-kis", dir, "-server-ip", "127.0.0.1")
+	_, _, code := imageCmdServe(t, "serve", "-store", "s3://images/lab", "-kis", dir, "-server-ip", "127.0.0.1", "-allow-loopback")
 	assert.Equal(t, 2, code)
 }
 

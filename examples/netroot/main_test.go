@@ -176,7 +176,7 @@ func fakeBuild(t *testing.T, initrd []byte) (dir string, image []byte, spec kist
 }
 
 func serveArgs(kisDir, tftpRoot string, extra ...string) []string {
-	return append([]string{"serve", "-kis", kisDir, "-tftp-root", tftpRoot, "-server-ip", "127.0.0.1",
+	return append([]string{"serve", "-kis", kisDir, "-tftp-root", tftpRoot, "-server-ip", "127.0.0.1", "-allow-loopback",
 		"-tftp-addr", "127.0.0.1:0", "-nbd-addr", "127.0.0.1:0", "-allow-nonstandard-nbd-port",
 		"-append", "console=ttyS0,115200", "-pxelinux-serial", "0 115200"}, extra...)
 }
@@ -302,7 +302,11 @@ func TestServeRefusesUnbootableSetups(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"nbd port other than 10809", []string{"serve", "-kis", kisDir, "-tftp-root", t.TempDir(), "-server-ip", "127.0.0.1", "-nbd-addr", "127.0.0.1:10810"},
+		{"loopback server ip", []string{"serve", "-kis", kisDir, "-tftp-root", t.TempDir(), "-server-ip", "127.0.0.1"},
+			"-server-ip 127.0.0.1 is a loopback address: a network-booted machine would look for its NBD server on itself"},
+		{"nbd listen address does not cover the server ip", []string{"serve", "-kis", kisDir, "-tftp-root", t.TempDir(), "-server-ip", "127.0.0.1", "-allow-loopback", "-nbd-addr", "127.0.0.2:10809"},
+			`-nbd-addr "127.0.0.2:10809" listens on 127.0.0.2 only, but clients are told to connect to 127.0.0.1`},
+		{"nbd port other than 10809", []string{"serve", "-kis", kisDir, "-tftp-root", t.TempDir(), "-server-ip", "127.0.0.1", "-allow-loopback", "-nbd-addr", "127.0.0.1:10810"},
 			`-nbd-addr "127.0.0.1:10810": kiwi-overlay clients run nbd-client on port 10809`},
 		{"server ip not local", []string{"serve", "-kis", kisDir, "-tftp-root", t.TempDir(), "-server-ip", "192.0.2.77"},
 			"-server-ip 192.0.2.77: no local interface has this address"},
@@ -312,8 +316,8 @@ func TestServeRefusesUnbootableSetups(t *testing.T) {
 			`-aoe-iface "nosuch0": no such network interface`},
 		{"missing pxelinux.0", serveArgs(kisDir, t.TempDir(), "-bootloader-sysroot", emptySysroot),
 			"pxelinux"},
-		{"no kis dir", []string{"serve", "-server-ip", "127.0.0.1"}, "-kis DIR is required"},
-		{"empty kis dir", []string{"serve", "-kis", t.TempDir(), "-tftp-root", t.TempDir(), "-server-ip", "127.0.0.1", "-allow-nonstandard-nbd-port", "-nbd-addr", "127.0.0.1:0"},
+		{"no kis dir", []string{"serve", "-server-ip", "127.0.0.1", "-allow-loopback"}, "-kis DIR is required"},
+		{"empty kis dir", []string{"serve", "-kis", t.TempDir(), "-tftp-root", t.TempDir(), "-server-ip", "127.0.0.1", "-allow-loopback", "-allow-nonstandard-nbd-port", "-nbd-addr", "127.0.0.1:0"},
 			"no KIS build found"},
 		{"nothing to serve", []string{"serve", "-kis", kisDir, "-nbd=false"}, "nothing to serve"},
 		{"aoe vblade args", []string{"aoe", "0", "1", "nosuch0", "/dev/null"}, `IFACE "nosuch0": no such network interface`},
@@ -384,9 +388,28 @@ func TestMetrics(t *testing.T) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	assert.Regexp(t, `(?m)^netroot_tftp_completed_total [1-9]`, string(body))
-	assert.Regexp(t, `(?m)^netroot_tftp_bytes_sent_total [1-9]`, string(body))
+	assert.Regexp(t, `(?m)^netroot_tftp_transfers_total\{result="completed"\} [1-9]`, string(body))
+	assert.Regexp(t, `(?m)^netroot_tftp_sent_bytes_total [1-9]`, string(body))
 	assert.Contains(t, string(body), "netroot_nbd_connections_total")
+	assert.Contains(t, string(body), "netroot_build_info{")
+	assert.Contains(t, string(body), "go_goroutines")
+	assert.Contains(t, string(body), "process_resident_memory_bytes")
+
+	// The same listener serves the status page and its JSON.
+	st, err := http.Get("http://" + maddr + "/status.json")
+	require.NoError(t, err)
+	defer st.Body.Close()
+	var status struct {
+		Transfers []struct{ File string } `json:"recent_transfers"`
+	}
+	require.NoError(t, json.NewDecoder(st.Body).Decode(&status))
+	require.NotEmpty(t, status.Transfers)
+	assert.Equal(t, "boot/initrd", status.Transfers[0].File)
+	page, err := http.Get("http://" + maddr + "/")
+	require.NoError(t, err)
+	page.Body.Close()
+	assert.Equal(t, http.StatusOK, page.StatusCode)
+	assert.Equal(t, "text/html; charset=utf-8", page.Header.Get("Content-Type"))
 }
 
 func TestNBDServerConfigDropIn(t *testing.T) {
@@ -429,6 +452,7 @@ func TestServeConfigFile(t *testing.T) {
 kis = %q
 tftp-root = %q
 server-ip = "127.0.0.1"
+allow-loopback = true
 tftp-addr = "127.0.0.1:0"
 nbd-addr = "127.0.0.1:0"
 allow-nonstandard-nbd-port = true
@@ -475,7 +499,7 @@ func TestSystemdSocketActivationAndNotify(t *testing.T) {
 	// systemd-socket-activate listens on the NBD address and starts netroot with the socket
 	// (named "nbd") once a client connects, as a systemd .socket unit would.
 	cmd := exec.Command(activate, "-l", nbdAddr, "--fdname=nbd", "-E", "NOTIFY_SOCKET="+notifyPath, "--",
-		binary, "serve", "-kis", kisDir, "-tftp-root", t.TempDir(), "-server-ip", "127.0.0.1",
+		binary, "serve", "-kis", kisDir, "-tftp-root", t.TempDir(), "-server-ip", "127.0.0.1", "-allow-loopback",
 		"-tftp-addr", "127.0.0.1:0", "-nbd-addr", "127.0.0.1:0", "-allow-nonstandard-nbd-port", "-no-bootloader")
 	p := startCmd(t, cmd)
 	p.waitLog(t, `Listening on`) // systemd-socket-activate's own line

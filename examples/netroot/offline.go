@@ -215,7 +215,7 @@ func runStage(ctx context.Context, e *env, args []string) error {
 	var kf kisFlags
 	var sf stageFlags
 	kf.register(fs)
-	sf.register(fs, "/srv/tftpboot")
+	sf.register(fs, defaultTFTPRoot)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -250,6 +250,7 @@ func runInspect(ctx context.Context, e *env, args []string) error {
 		return findErr
 	}
 	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	var bad []string // builds whose root image does not match its md5
 	for i, b := range builds {
 		if i > 0 {
 			fmt.Fprintln(w)
@@ -280,6 +281,7 @@ func runInspect(ctx context.Context, e *env, args []string) error {
 		default:
 			if err := kis.Verify(ctx, b, newProgress(e, "verifying").update); err != nil {
 				status = "BAD: " + err.Error()
+				bad = append(bad, b.ID())
 			} else {
 				status = "ok"
 			}
@@ -291,6 +293,15 @@ func runInspect(ctx context.Context, e *env, args []string) error {
 	}
 	if findErr != nil {
 		fmt.Fprintln(e.stdout, "\nunusable:", findErr)
+	}
+	// A failed check fails the command, so scripts can use inspect as a gate.
+	switch {
+	case len(bad) > 0 && findErr != nil:
+		return fmt.Errorf("inspect: md5 mismatch in %s, and unusable builds: %w", strings.Join(bad, ", "), findErr)
+	case len(bad) > 0:
+		return fmt.Errorf("inspect: md5 mismatch in %s", strings.Join(bad, ", "))
+	case findErr != nil:
+		return fmt.Errorf("inspect: unusable builds: %w", findErr)
 	}
 	return nil
 }
@@ -423,7 +434,7 @@ func runPXE(_ context.Context, e *env, args []string) error {
 	var pf pxeFlags
 	rf.register(fs, true)
 	pf.register(fs)
-	tftpRoot := fs.String("tftp-root", "/srv/tftpboot", "TFTP root directory to write the configs into")
+	tftpRoot := fs.String("tftp-root", defaultTFTPRoot, "TFTP root directory to write the configs into")
 	kernel := fs.String("kernel-path", kis.DefaultKernelPath, "kernel path in the TFTP root")
 	initrd := fs.String("initrd-path", kis.DefaultInitrdPath, "initrd path in the TFTP root")
 	extra := fs.String("append", "", "extra kernel options, such as \"console=ttyS0,115200\"")

@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/netroot/netroot/aoe"
 	"github.com/netroot/netroot/backend"
 	"github.com/netroot/netroot/bootserver"
@@ -52,6 +50,7 @@ type serveConfig struct {
 	noBootloader    bool
 	sysroot         string
 	anyNBDPort      bool
+	allowLoopback   bool
 	shutdownTimeout time.Duration
 
 	// demo relaxes the checks that protect real clients (loopback server IP, any NBD port,
@@ -62,7 +61,7 @@ type serveConfig struct {
 func (c *serveConfig) register(fs *flag.FlagSet) {
 	c.kis.register(fs)
 	c.store.register(fs)
-	c.stage.register(fs, "/srv/tftpboot")
+	c.stage.register(fs, defaultTFTPRoot)
 	c.root.register(fs, false)
 	c.pxe.register(fs)
 	fs.StringVar(&c.serverIP, "server-ip", "", "IPv4 address of this server as clients reach it (required with NBD; must be on a local interface)")
@@ -82,9 +81,10 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.aoeAnnounce, "aoe-announce", aoe.DefaultAnnounceInterval, "how often the AoE target announces itself (booting clients find it sooner)")
 	fs.StringVar(&c.defaultRoot, "default", "", "root the default boot entry uses when both NBD and AoE are served: nbd or aoe (default nbd)")
 	fs.StringVar(&c.extraAppend, "append", "", "extra kernel options for the boot entries, such as \"console=ttyS0,115200\"")
-	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, such as :9100")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, such as :9469 (not 9100, which node_exporter uses)")
 	fs.BoolVar(&c.noBootloader, "no-bootloader", false, "do not copy pxelinux.0 and ldlinux.c32 into the TFTP root (it has them already)")
 	fs.StringVar(&c.sysroot, "bootloader-sysroot", "/", "system root to take pxelinux.0 and ldlinux.c32 from (Debian packages pxelinux, syslinux-common)")
+	fs.BoolVar(&c.allowLoopback, "allow-loopback", false, "allow a loopback -server-ip (only clients on this host, such as tests, can reach it)")
 	fs.BoolVar(&c.anyNBDPort, "allow-nonstandard-nbd-port", false, "allow -nbd-addr with a port other than 10809 (kiwi-overlay clients cannot use it)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running transfers may finish after SIGINT/SIGTERM")
 }
@@ -147,6 +147,14 @@ func (c *serveConfig) check() (serverIP netip.Addr, err error) {
 		if err := localAddress(serverIP); err != nil {
 			return serverIP, err
 		}
+		if serverIP.IsLoopback() && !c.demo && !c.allowLoopback {
+			return serverIP, fmt.Errorf("-server-ip %s is a loopback address: a network-booted machine would look for its NBD server on itself; give the address of this server on the network the machines boot from (-allow-loopback for a test on this host only)", serverIP)
+		}
+		if c.nbd {
+			if err := listenCovers("-nbd-addr", c.nbdAddr, serverIP); err != nil {
+				return serverIP, err
+			}
+		}
 	}
 	if c.aoeIface != "" {
 		if _, err := net.InterfaceByName(c.aoeIface); err != nil {
@@ -154,6 +162,26 @@ func (c *serveConfig) check() (serverIP netip.Addr, err error) {
 		}
 	}
 	return serverIP, nil
+}
+
+// listenCovers reports an error when a listen address does not accept connections to ip:
+// clients are told to connect to ip, and would find nothing there.
+func listenCovers(flagName, listen string, ip netip.Addr) error {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return usageError{fmt.Errorf("%s %q: %w", flagName, listen, err)}
+	}
+	if host == "" {
+		return nil
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return usageError{fmt.Errorf("%s %q: want an IP address and port, such as :10809 or %s:10809", flagName, listen, ip)}
+	}
+	if a.IsUnspecified() || a.Unmap() == ip {
+		return nil
+	}
+	return fmt.Errorf("%s %q listens on %s only, but clients are told to connect to %s (-server-ip): their nbd-client would find no server there; listen on %s or on all addresses", flagName, listen, a, ip, ip)
 }
 
 // localAddress reports an error when no local interface has ip: clients would be sent to a
@@ -243,8 +271,8 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 		srv.DefaultRoot = overlaycmdline.KindAoE
 	}
 	if c.metricsAddr != "" {
-		reg := prometheus.NewRegistry()
-		if err := serveRegistry(ctx, e, c.metricsAddr, reg); err != nil {
+		reg := newRegistry()
+		if err := serveRegistry(ctx, e, c.metricsAddr, reg, srv.StatusHandler()); err != nil {
 			return err
 		}
 		srv.Registerer = reg

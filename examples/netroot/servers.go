@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/netroot/netroot/aoe"
 	"github.com/netroot/netroot/backend"
+	"github.com/netroot/netroot/bootserver"
 	"github.com/netroot/netroot/nbd"
 	"github.com/netroot/netroot/nbd/nbdconf"
 	"github.com/netroot/netroot/tftp"
@@ -19,9 +21,22 @@ import (
 
 // runTFTP is a drop-in for tftpd-hpa: serve a directory read-only (uploads optional).
 func runTFTP(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "tftp", "-root DIR [-addr :69] [flags]")
-	root := fs.String("root", "/srv/tftp", "directory to serve (tftpd-hpa's default on Debian)")
+	fs := newFlagSet(e, "tftp", "[flags] [DIR]  (DIR as in.tftpd takes it, or -tftp-root DIR)")
+	allowArgs(fs)
+	root := fs.String("tftp-root", defaultTFTPRoot, "directory to serve (also -root, or DIR after the flags)")
+	fs.StringVar(root, "root", defaultTFTPRoot, "the same as -tftp-root")
 	addr := fs.String("addr", ":69", "UDP listen address (port 69 needs root or CAP_NET_BIND_SERVICE)")
+	fs.StringVar(addr, "address", ":69", "the same as -addr (tftpd-hpa's --address)")
+	secure := false
+	fs.BoolVar(&secure, "s", false, "accepted for tftpd-hpa compatibility: the root is always sealed")
+	fs.BoolVar(&secure, "secure", false, "the same as -s")
+	timeout := fs.Duration("timeout", 0, "wait this long for a client's packet before sending again (tftpd-hpa --retransmit; default the package's)")
+	retries := fs.Int("retries", 0, "send a packet at most this many more times before giving up (default the package's)")
+	idle := fs.Duration("idle-timeout", 0, "end a transfer after this long without a packet from the client (tftpd-hpa --timeout; default the package's)")
+	portRange := fs.String("port-range", "", "UDP ports for transfers, LO:HI (tftpd-hpa --port-range, for firewalls); default any")
+	mapFile := fs.String("map-file", "", "tftpd-hpa map file (-m): regular-expression rules that rewrite or refuse requested names")
+	maxTransfers := fs.Int("max-transfers", 0, "transfers at once at most (default the package's)")
+	perClient := fs.Int("max-transfers-per-client", 0, "transfers at once from one client address at most (default the package's)")
 	maxBlk := fs.Int("max-blksize", 0, "largest blksize to negotiate (default: the package's maximum, capped by the path MTU)")
 	remap := fs.String("remap", "slash", "rewrite requested names: slash (\"/boot/x\" and \"boot\\x\" mean boot/x, as tftpd-hpa --secure), fold (lower case), both as slash,fold, or none")
 	uploadDir := fs.String("upload-dir", "", "accept uploads (write requests) into this directory; off when empty")
@@ -35,18 +50,48 @@ func runTFTP(ctx context.Context, e *env, args []string) error {
 	if err := applyConfigFile(fs, *config); err != nil {
 		return err
 	}
+	switch {
+	case fs.NArg() > 1:
+		return cmdUsage("tftp", fmt.Errorf("tftp: unexpected arguments %q: at most one DIR", fs.Args()[1:]))
+	case fs.NArg() == 1:
+		if flagGiven(fs, "tftp-root") || flagGiven(fs, "root") {
+			return cmdUsage("tftp", fmt.Errorf("tftp: both -tftp-root %q and DIR %q: give one", *root, fs.Arg(0)))
+		}
+		*root = fs.Arg(0)
+	}
 	if fi, err := os.Stat(*root); err != nil || !fi.IsDir() {
-		return fmt.Errorf("-root %q: not a directory", *root)
+		return fmt.Errorf("-tftp-root %q: not a directory", *root)
+	}
+	var pr tftp.PortRange
+	if *portRange != "" {
+		var err error
+		if pr, err = tftp.ParsePortRange(*portRange); err != nil {
+			return cmdUsage("tftp", fmt.Errorf("-port-range %q: %w", *portRange, err))
+		}
 	}
 	rm, err := remapFunc(*remap)
 	if err != nil {
 		return err
 	}
+	var h tftp.Handler = tftp.NewFileServer(*root, &tftp.FileServerConfig{Remap: rm})
+	if *mapFile != "" {
+		rules, err := readMapFile(*mapFile)
+		if err != nil {
+			return err
+		}
+		h = rules.Handler(h)
+	}
 	srv := &tftp.Server{
-		Handler:        tftp.NewFileServer(*root, &tftp.FileServerConfig{Remap: rm}),
-		Logger:         e.protoLog("tftp"),
-		MaxBlockSize:   *maxBlk,
-		OnTransferDone: logTFTPTransfer(e),
+		Handler:               h,
+		Logger:                e.protoLog("tftp"),
+		MaxBlockSize:          *maxBlk,
+		Timeout:               *timeout,
+		Retries:               *retries,
+		MaxIdle:               *idle,
+		PortRange:             pr,
+		MaxTransfers:          *maxTransfers,
+		MaxTransfersPerClient: *perClient,
+		OnTransferDone:        logTFTPTransfer(e),
 	}
 	if *uploadDir != "" {
 		srv.WriteHandler = tftp.UploadServer(*uploadDir, &tftp.UploadConfig{MaxSize: *uploadMax, Remap: rm})
@@ -59,7 +104,7 @@ func runTFTP(ctx context.Context, e *env, args []string) error {
 	}
 	e.log.Info("tftp listening", "addr", pc.LocalAddr().String(), "root", *root)
 	if *metrics != "" {
-		if err := serveMetrics(ctx, e, *metrics, map[string]func() any{"tftp": func() any { return srv.Stats() }}); err != nil {
+		if err := serveMetrics(ctx, e, *metrics, bootserver.TFTPCollector(srv.Stats)); err != nil {
 			return err
 		}
 	}
@@ -185,7 +230,7 @@ func serveNBD(ctx context.Context, e *env, srv *nbd.Server, listenAddrs []string
 		}
 	}
 	if metrics != "" {
-		if err := serveMetrics(ctx, e, metrics, map[string]func() any{"nbd": func() any { return srv.Stats() }}); err != nil {
+		if err := serveMetrics(ctx, e, metrics, bootserver.NBDCollector(srv.Stats)); err != nil {
 			g.closeAll()
 			return err
 		}
@@ -203,16 +248,18 @@ func openDevice(p string, readOnly, mmap bool) (backend.Device, error) {
 
 // runAoE is a drop-in for vblade: netroot aoe [-r -d -s -o N -l N -m MACS] SHELF SLOT IFACE FILE.
 func runAoE(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "aoe", "[-r] [-d] [-s] [-o SECTORS] [-l SECTORS] [-m MAC[,MAC...]] SHELF SLOT IFACE FILE")
+	fs := newFlagSet(e, "aoe", "[-r] [-d] [-s] [-b BUFCNT] [-o SECTORS] [-l SECTORS] [-m MAC[,MAC...]] SHELF SLOT IFACE FILE")
 	ro := fs.Bool("r", false, "export read-only")
 	direct := fs.Bool("d", false, "open FILE with O_DIRECT")
 	syncw := fs.Bool("s", false, "open FILE with O_SYNC (writes are durable when acknowledged)")
 	off := fs.Int64("o", 0, "offset into FILE, in 512-byte sectors")
 	length := fs.Int64("l", 0, "length of the export, in 512-byte sectors (default: to the end of FILE)")
 	macs := fs.String("m", "", "answer only these initiators: comma-separated MAC addresses")
+	bufcnt := fs.Int("b", aoe.DefaultBufferCount, "requests an initiator may keep in flight, advertised in Query Config (1 to 65535)")
 	announce := fs.Duration("announce", aoe.DefaultAnnounceInterval, "how often to broadcast the target's config (vblade: only at start)")
 	shutdown := fs.Duration("shutdown-timeout", 10*time.Second, "how long in-flight commands may finish after SIGINT/SIGTERM")
 	metrics := fs.String("metrics-addr", "", "serve Prometheus metrics on this address")
+	allowArgs(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -234,6 +281,9 @@ func runAoE(ctx context.Context, e *env, args []string) error {
 	}
 	if *off < 0 || *length < 0 {
 		return usageError{fmt.Errorf("-o %d -l %d: sector counts cannot be negative", *off, *length)}
+	}
+	if *bufcnt < 1 || *bufcnt > 0xFFFF {
+		return usageError{fmt.Errorf("-b %d: want 1 to 65535", *bufcnt)}
 	}
 	var mask []net.HardwareAddr
 	for _, m := range strings.Split(*macs, ",") {
@@ -261,11 +311,12 @@ func runAoE(ctx context.Context, e *env, args []string) error {
 		Devices:          []*aoe.Device{{Shelf: uint16(shelf), Slot: uint8(slot), Backend: dev, ReadOnly: *ro, Mask: mask}},
 		Logger:           e.protoLog("aoe"),
 		AnnounceInterval: *announce,
+		BufferCount:      *bufcnt,
 		OnDiscover:       logAoEDiscover(e),
 	}
 	e.log.Info("aoe serving", "device", aoeName(uint16(shelf), uint8(slot)), "iface", a[2], "mac", conn.HardwareAddr().String(), "file", a[3], "size", dev.Size(), "read_only", *ro)
 	if *metrics != "" {
-		if err := serveMetrics(ctx, e, *metrics, map[string]func() any{"aoe": func() any { return tgt.Stats() }}); err != nil {
+		if err := serveMetrics(ctx, e, *metrics, bootserver.AoECollector(tgt.Stats)); err != nil {
 			return err
 		}
 	}
@@ -273,4 +324,25 @@ func runAoE(ctx context.Context, e *env, args []string) error {
 	g.add("aoe", func() error { return tgt.Serve(conn) }, tgt.Shutdown, tgt.Close, aoe.ErrServerClosed)
 	notifyReady(e)
 	return g.wait(ctx, e, *shutdown)
+}
+
+// flagGiven reports whether the flag name was given on fs's command line.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	found := false
+	fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
+	return found
+}
+
+// readMapFile reads a tftpd-hpa map file.
+func readMapFile(path string) (*tftp.MapRules, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("-map-file: %w", err)
+	}
+	defer f.Close()
+	rules, err := tftp.ParseMapRules(f)
+	if err != nil {
+		return nil, fmt.Errorf("-map-file %s: %w", path, err)
+	}
+	return rules, nil
 }

@@ -2,13 +2,23 @@ package aoe
 
 import (
 	"net"
+	"slices"
 
 	"github.com/mdlayher/packet"
 )
 
+// The transport seam.
+//
+// The Target and its workers see frames only through frameIO: receive a batch, send a batch.
+// What makes that cheap on Linux (recvmmsg and sendmmsg, a send-only raw socket that takes a
+// virtio header so the kernel's copies are aligned, no queueing discipline) lives behind it in
+// transport_linux.go and listen_linux.go; any other PacketConn, such as aoetest's in-memory
+// network, moves one frame per call.
+
 // frame is one payload in a batch of received or sent frames.
 type frame struct {
-	buf  []byte // received: the whole buffer; to send: exactly the payload
+	buf  []byte // received: the whole buffer; to send: exactly the payload, or its start
+	data []byte // to send: the rest of the payload when it is not in buf (reads run together)
 	n    int    // received length
 	addr [6]byte
 }
@@ -56,7 +66,11 @@ func (s *singleIO) send(frames []frame) error {
 	var first error
 	for i := range frames {
 		f := &frames[i]
-		if _, err := s.pc.WriteTo(f.buf, &packet.Addr{HardwareAddr: f.addr[:]}); err != nil && first == nil {
+		p := f.buf
+		if f.data != nil {
+			p = append(slices.Clip(f.buf), f.data...)
+		}
+		if _, err := s.pc.WriteTo(p, &packet.Addr{HardwareAddr: f.addr[:]}); err != nil && first == nil {
 			first = err
 		}
 	}

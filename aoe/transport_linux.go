@@ -90,7 +90,7 @@ func (m *mmsgIO) send(frames []frame) error {
 	}
 	if len(m.smsgs) < len(frames) {
 		m.smsgs = make([]unix.Mmsghdr, len(frames))
-		m.siov = make([]unix.Iovec, 3*len(frames))
+		m.siov = make([]unix.Iovec, 4*len(frames))
 		m.ssa = make([]unix.RawSockaddrLinklayer, len(frames))
 		m.seth = make([][ethHeaderLen]byte, len(frames))
 	}
@@ -99,26 +99,32 @@ func (m *mmsgIO) send(frames []frame) error {
 		sa := &m.ssa[i]
 		*sa = unix.RawSockaddrLinklayer{Family: unix.AF_PACKET, Protocol: htons(EtherType), Ifindex: m.ifindex, Halen: 6}
 		copy(sa.Addr[:], f.addr[:])
-		// siov[3i] and siov[3i+1] are the virtio and Ethernet headers the send-only socket
-		// takes, siov[3i+2] the frame.
+		// siov[4i] and siov[4i+1] are the virtio and Ethernet headers the send-only socket
+		// takes, siov[4i+2] the frame or its headers and siov[4i+3] its data when apart.
 		hdr := &vnetHeader
-		if len(f.buf) < HeaderLen+ATAArgLen {
+		if len(f.buf)+len(f.data) < HeaderLen+ATAArgLen {
 			hdr = &vnetNone
 		}
 		eth := &m.seth[i]
 		copy(eth[0:6], f.addr[:])
 		copy(eth[6:12], m.c.ifi.HardwareAddr)
 		eth[12], eth[13] = EtherType>>8, EtherType&0xFF
-		iov := m.siov[3*i : 3*i+3]
+		iov := m.siov[4*i : 4*i+4]
 		iov[0].Base, iov[1].Base, iov[2].Base = &hdr[0], &eth[0], &f.buf[0]
 		iov[0].SetLen(len(hdr))
 		iov[1].SetLen(ethHeaderLen)
 		iov[2].SetLen(len(f.buf))
+		n := 3
+		if len(f.data) > 0 {
+			iov[3].Base = &f.data[0]
+			iov[3].SetLen(len(f.data))
+			n = 4
+		}
 		h := &m.smsgs[i].Hdr
 		h.Name = (*byte)(unsafe.Pointer(sa))
 		h.Namelen = unix.SizeofSockaddrLinklayer
 		h.Iov = &iov[0]
-		h.SetIovlen(3)
+		h.SetIovlen(n)
 	}
 	done, serr := m.c.sendTx(m.smsgs[:len(frames)])
 	if serr != nil {
@@ -131,8 +137,8 @@ func (m *mmsgIO) send(frames []frame) error {
 	// waits for room through the runtime's poller and takes no virtio header.
 	for i := done; i < len(frames); i++ {
 		h := &m.smsgs[i].Hdr
-		h.Iov = &m.siov[3*i+2]
-		h.SetIovlen(1)
+		h.Iov = &m.siov[4*i+2]
+		h.SetIovlen(int(h.Iovlen) - 2)
 	}
 	err := m.rc.Write(func(fd uintptr) bool {
 		for done < len(frames) {

@@ -1,0 +1,84 @@
+package bootserver
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestRecorderIsBounded(t *testing.T) {
+	r := newRecorder()
+	r.mac = nil
+	t0 := time.Unix(1e9, 0)
+	for m := range 3 * statusMachines {
+		for i := range 2 * statusTimeline {
+			r.record(Event{Time: t0.Add(time.Duration(m*1000+i) * time.Millisecond), Kind: TFTPTransfer,
+				Client: fmt.Sprintf("192.0.2.%d:%d", m%250, 1000+m/250), File: "boot/linux", Bytes: 1})
+		}
+	}
+	var st Status
+	r.snapshot(&st, t0)
+	assert.LessOrEqual(t, len(st.Machines), statusMachines)
+	for _, m := range st.Machines {
+		assert.LessOrEqual(t, len(m.Timeline), statusTimeline)
+	}
+	assert.Len(t, st.Transfers, statusTransfers)
+	assert.True(t, st.Transfers[0].Time.After(st.Transfers[1].Time), "newest first")
+}
+
+func TestRecorderJoinsAMachinesProtocols(t *testing.T) {
+	r := newRecorder()
+	mac := net.HardwareAddr{0x52, 0x54, 0, 0xe2, 0xe0, 1}
+	r.mac = func(ip netip.Addr) net.HardwareAddr {
+		if ip == netip.MustParseAddr("192.0.2.100") {
+			return mac
+		}
+		return nil
+	}
+	id := BuildID{Name: "leap", Arch: "x86_64", Version: "1"}
+	r.record(Event{Time: time.Unix(1, 0), Kind: TFTPTransfer, Client: "192.0.2.100:2000", File: "pxelinux.0", Bytes: 42})
+	r.record(Event{Time: time.Unix(2, 0), Kind: NBDAttach, Client: "[::ffff:192.0.2.100]:3000", Build: id})
+	r.record(Event{Time: time.Unix(3, 0), Kind: AoEDiscover, Client: mac.String(), Build: id})
+	r.record(Event{Time: time.Unix(4, 0), Kind: TFTPTransfer, Client: "192.0.2.7:2000", File: "x", Err: fmt.Errorf("tftp: file not found")})
+	var st Status
+	r.snapshot(&st, time.Unix(5, 0))
+	require.Len(t, st.Machines, 2)
+	m := st.Machines[1]
+	assert.Equal(t, mac.String(), m.Key)
+	assert.Equal(t, []string{"192.0.2.100"}, m.Addresses, "IPv4-mapped addresses are shown as IPv4")
+	require.Len(t, m.Timeline, 3)
+	assert.Equal(t, "aoe-discover", m.Timeline[2].Kind)
+	assert.Equal(t, "192.0.2.7", st.Machines[0].Key)
+	assert.Equal(t, 1, st.Machines[0].Errors)
+	require.Len(t, st.Clients, 1)
+	assert.Equal(t, mac.String(), st.Clients[0].MAC)
+	assert.Equal(t, "3s", st.Clients[0].Age)
+	r.record(Event{Time: time.Unix(6, 0), Kind: NBDDetach, Client: "[::ffff:192.0.2.100]:3000", Build: id})
+	st = Status{}
+	r.snapshot(&st, time.Unix(7, 0))
+	assert.Empty(t, st.Clients)
+}
+
+func TestARPLookup(t *testing.T) {
+	table := `IP address       HW type     Flags       HW address            Mask     Device
+192.0.2.100      0x1         0x2         52:54:00:e2:e0:01     *        tap0
+192.0.2.101      0x1         0x0         00:00:00:00:00:00     *        tap0
+`
+	look := func(ip string) string {
+		hw := arpLookup(bufio.NewScanner(strings.NewReader(table)), netip.MustParseAddr(ip))
+		if hw == nil {
+			return ""
+		}
+		return hw.String()
+	}
+	assert.Equal(t, "52:54:00:e2:e0:01", look("192.0.2.100"))
+	assert.Equal(t, "", look("192.0.2.101"), "incomplete entry")
+	assert.Equal(t, "", look("192.0.2.102"))
+}

@@ -1,0 +1,107 @@
+package main_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/netroot/netroot/kis/kistest"
+)
+
+// runBinary runs the built binary and returns its stdout, stderr and exit status.
+func runBinary(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	default:
+		require.NoError(t, err)
+	}
+	return o.String(), e.String(), code
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string // on stdout
+	}{
+		{"-h", []string{"-h"}, []string{"usage: netroot", "serve", "Global flags", "-log-level"}},
+		{"help", []string{"help"}, []string{"usage: netroot", "inspect"}},
+		{"help command", []string{"help", "tftp"}, []string{"usage: netroot tftp", "-port-range", "-map-file", "-log-level"}},
+		{"command -h", []string{"serve", "-h"}, []string{"usage: netroot serve", "-server-ip", "-v", "-log-format"}},
+		{"version", []string{"version"}, []string{"netroot ", "revision "}},
+		{"-version", []string{"-version"}, []string{"netroot ", "revision "}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, code := runBinary(t, tc.args...)
+			assert.Equal(t, 0, code, "stderr: %s", errOut)
+			for _, w := range tc.want {
+				assert.Contains(t, out, w)
+			}
+			assert.Empty(t, errOut, "help and version go to stdout only")
+		})
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // on stderr
+	}{
+		{"unexpected argument", []string{"stage", "-kis", dir, "out"}, `stage: unexpected argument "out"`},
+		{"tftp arguments after a positional one", []string{"tftp", "-addr", "127.0.0.1:0", dir, "-root", "/x"}, "at most one DIR"},
+		{"tftp root twice", []string{"tftp", "-tftp-root", dir, dir}, "give one"},
+		{"misspelt flag", []string{"serve", "-kiss", dir}, "unknown flag -kiss (did you mean -kis?)"},
+		{"misspelt command", []string{"sevre"}, `unknown command "sevre" (did you mean "serve"?)`},
+		{"bad log level after the command", []string{"cmdline", "-nbd", "192.0.2.1:root", "-log-level", "loud"}, `-log-level "loud"`},
+		{"help for no such command", []string{"help", "nope"}, `unknown command "nope"`},
+		{"bad port range", []string{"tftp", "-port-range", "9:1", dir}, "-port-range"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, code := runBinary(t, tc.args...)
+			assert.Equal(t, 2, code, "stdout: %s\nstderr: %s", out, errOut)
+			assert.Contains(t, errOut, tc.want)
+			assert.Equal(t, 1, strings.Count(errOut, tc.want), "reported once: %s", errOut)
+		})
+	}
+}
+
+func TestGlobalFlagsAfterTheCommand(t *testing.T) {
+	out, errOut, code := runBinary(t, "cmdline", "-nbd", "192.0.2.1:root", "-log-format", "json", "-log-level", "debug")
+	require.Equal(t, 0, code, "stderr: %s", errOut)
+	assert.Contains(t, out, "root=overlay:nbd=192.0.2.1:root")
+}
+
+func TestInspectFailsOnABadImage(t *testing.T) {
+	dir := t.TempDir()
+	b, err := kistest.Write(dir, kistest.Spec{Name: "leap", Version: "1.0.0"})
+	require.NoError(t, err)
+	out, errOut, code := runBinary(t, "inspect", "-kis", dir)
+	require.Equal(t, 0, code, "a good build: %s%s", out, errOut)
+	assert.Regexp(t, `(?m)^md5 +ok$`, out)
+
+	f, err := os.OpenFile(b.Image, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt([]byte{0xff, 0xfe}, 100)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	out, errOut, code = runBinary(t, "inspect", "-kis", dir)
+	assert.Equal(t, 1, code, "a failed check fails the command: %s", out)
+	assert.Contains(t, out, "BAD")
+	assert.Contains(t, errOut, "md5 mismatch in leap.x86_64-1.0.0")
+}
