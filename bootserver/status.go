@@ -55,17 +55,22 @@ type BuildStatus struct {
 	AoE     string `json:"aoe,omitempty"`
 }
 
-// ClientStatus is an NBD client attached to a build's export.
+// ClientStatus is an NBD connection attached to a build's export.
 type ClientStatus struct {
 	Client string `json:"client"`
 	MAC    string `json:"mac,omitempty"`
 	Export string `json:"export"`
-	// Attached is when its first connection (of those open now) attached.
+	// Attached is when the connection entered transmission (in this process).
 	Attached time.Time `json:"attached"`
 	// Age is how long it has been attached, as text such as "1m30s".
 	Age string `json:"age"`
-	// Connections counts its connections to the export (nbdcopy and qemu open several).
-	Connections int `json:"connections"`
+	// LastRequest is when its last request arrived; zero before the first.
+	LastRequest time.Time `json:"last_request,omitzero"`
+	// BytesRead and BytesWritten count what the client read from and wrote to the export.
+	BytesRead    int64 `json:"bytes_read"`
+	BytesWritten int64 `json:"bytes_written"`
+	Requests     int64 `json:"requests"`
+	TLS          bool  `json:"tls,omitempty"`
 }
 
 // EventStatus is one Event in a Status.
@@ -135,7 +140,6 @@ func newRecorder() *recorder {
 	return &recorder{
 		machines: map[string]*machineRecord{},
 		ipToKey:  map[string]string{},
-		attached: map[string]*ClientStatus{},
 		mac:      neighbourMAC,
 	}
 }
@@ -205,20 +209,6 @@ func (r *recorder) record(e Event) {
 			r.transfers = slices.Delete(r.transfers, 0, 1)
 		}
 		r.transfers = append(r.transfers, es)
-	case NBDAttach:
-		k := es.Client + " " + es.Build
-		if c := r.attached[k]; c != nil {
-			c.Connections++
-		} else {
-			r.attached[k] = &ClientStatus{Client: es.Client, MAC: macOf(key), Export: es.Build, Attached: e.Time, Connections: 1}
-		}
-	case NBDDetach:
-		k := es.Client + " " + es.Build
-		if c := r.attached[k]; c != nil {
-			if c.Connections--; c.Connections <= 0 {
-				delete(r.attached, k)
-			}
-		}
 	}
 	m := r.machines[key]
 	if m == nil {
@@ -268,7 +258,12 @@ func (r *recorder) machineKey(client string) (key, addr string) {
 	return addr, addr
 }
 
-func macOf(key string) string {
+// macOfClient returns the MAC address of the machine at client (an IP address with or
+// without port), when known.
+func (r *recorder) macOfClient(client string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	key, _ := r.machineKey(client)
 	if _, err := net.ParseMAC(key); err == nil {
 		return key
 	}
@@ -297,14 +292,6 @@ func (r *recorder) snapshot(st *Status, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st.Started = r.started
-	for _, c := range r.attached {
-		cs := *c
-		cs.Age = now.Sub(c.Attached).Round(time.Second).String()
-		st.Clients = append(st.Clients, cs)
-	}
-	slices.SortFunc(st.Clients, func(a, b ClientStatus) int {
-		return cmp.Or(a.Attached.Compare(b.Attached), strings.Compare(a.Client, b.Client))
-	})
 	for i := len(r.transfers) - 1; i >= 0; i-- {
 		st.Transfers = append(st.Transfers, r.transfers[i])
 	}
@@ -344,6 +331,21 @@ func (s *Server) Status() Status {
 		st.Rejected[id.String()] = why
 	}
 	r.snapshot(&st, now)
+	if n := s.NBDServer(); n != nil {
+		for _, c := range n.Conns() {
+			cs := ClientStatus{Client: unmapClient(addrString(c.Remote)), Attached: c.Since,
+				Age: now.Sub(c.Since).Round(time.Second).String(), LastRequest: c.LastRequest,
+				BytesRead: c.BytesRead, BytesWritten: c.BytesWritten, Requests: c.Requests, TLS: c.TLS}
+			if c.Export != nil {
+				cs.Export = c.Export.Name
+			}
+			cs.MAC = r.macOfClient(cs.Client)
+			st.Clients = append(st.Clients, cs)
+		}
+		slices.SortFunc(st.Clients, func(a, b ClientStatus) int {
+			return cmp.Or(a.Attached.Compare(b.Attached), strings.Compare(a.Client, b.Client))
+		})
+	}
 	r.mu.Lock()
 	menus := slices.Clone(r.menus)
 	r.mu.Unlock()

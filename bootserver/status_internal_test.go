@@ -57,13 +57,8 @@ func TestRecorderJoinsAMachinesProtocols(t *testing.T) {
 	assert.Equal(t, "aoe-discover", m.Timeline[2].Kind)
 	assert.Equal(t, "192.0.2.7", st.Machines[0].Key)
 	assert.Equal(t, 1, st.Machines[0].Errors)
-	require.Len(t, st.Clients, 1)
-	assert.Equal(t, mac.String(), st.Clients[0].MAC)
-	assert.Equal(t, "3s", st.Clients[0].Age)
-	r.record(Event{Time: time.Unix(6, 0), Kind: NBDDetach, Client: "[::ffff:192.0.2.100]:3000", Build: id})
-	st = Status{}
-	r.snapshot(&st, time.Unix(7, 0))
-	assert.Empty(t, st.Clients)
+	assert.Equal(t, mac.String(), r.macOfClient("192.0.2.100:4000"), "a client address finds its machine's MAC")
+	assert.Equal(t, "", r.macOfClient("192.0.2.7:4000"))
 }
 
 func TestARPLookup(t *testing.T) {

@@ -43,6 +43,8 @@ func statusServer(t *testing.T) (srv *bootserver.Server, build, client string) {
 		"the transfer is reported once the server has the last acknowledgement")
 	c, _ := attach(t, srv, build)
 	t.Cleanup(func() { c.Close() })
+	_, err = c.ReadAt(make([]byte, 4096), 0)
+	require.NoError(t, err)
 	require.Eventually(t, func() bool { return len(srv.Status().Clients) == 1 }, 10*time.Second, 10*time.Millisecond)
 	return srv, build, srv.Status().Clients[0].Client
 }
@@ -55,6 +57,9 @@ func TestStatus(t *testing.T) {
 	assert.True(t, st.Builds[0].Current)
 	assert.Equal(t, build, st.Default)
 	assert.Equal(t, build, st.Clients[0].Export)
+	assert.Equal(t, int64(4096), st.Clients[0].BytesRead)
+	assert.Equal(t, int64(1), st.Clients[0].Requests)
+	assert.False(t, st.Clients[0].LastRequest.IsZero())
 	assert.Contains(t, client, "127.0.0.1")
 	require.NotEmpty(t, st.Transfers)
 	assert.Equal(t, "boot/"+build+"/linux", st.Transfers[0].File)
