@@ -200,8 +200,10 @@ func TestSoak(t *testing.T) {
 	var hw sync.WaitGroup
 	h.start(ctx, &hw)
 	var results []legitResult
+	var mid []childStats
 	for rounds := 0; ctx.Err() == nil || rounds == 0; rounds++ {
 		results = append(results, legit.round(context.Background())...)
+		mid = append(mid, srv.stats(t))
 		time.Sleep(200 * time.Millisecond)
 	}
 	hw.Wait()
@@ -221,6 +223,17 @@ func TestSoak(t *testing.T) {
 	}
 	t.Logf("hostile traffic: %s", h.summary())
 	t.Logf("tftp: %+v", during.TFTP)
+	t.Logf("nbd: refused %v, buffer waits %d, write timeouts %d", during.NBD.Refused, during.NBD.BufferWaits, during.NBD.WriteTimeouts)
+	// The budgets held while the attack ran (the TFTP one up to a floor of a few blocks per
+	// transfer; see tftp.Server.MaxBufferBytes).
+	var nbdPeak, tftpPeak int64
+	for _, st := range mid {
+		nbdPeak, tftpPeak = max(nbdPeak, st.NBD.BufferedBytes), max(tftpPeak, st.TFTP.BufferedBytes)
+		assert.LessOrEqual(t, st.NBD.BufferedBytes, st.NBD.BufferLimit, "NBD buffered bytes")
+		assert.LessOrEqual(t, st.TFTP.BufferedBytes, int64(tftp.DefaultMaxBufferBytes+tftp.DefaultMaxTransfers*4*tftp.FloorBlockSize), "TFTP buffered bytes")
+	}
+	t.Logf("buffered at the end of legitimate rounds: NBD up to %d MiB, TFTP up to %d MiB", nbdPeak>>20, tftpPeak>>20)
+	assert.Positive(t, during.NBD.Refused[nbd.RefusedHandshakeLimit], "the idle handshakes from one address met their limit")
 	t.Logf("aoe: %v", during.AoE)
 	assert.Positive(t, during.TFTP.Malformed, "the oversized option lists reached the server")
 	assert.Positive(t, during.TFTP.RefusedClient+during.TFTP.BudgetShrunk, "the abandoned transfers met a limit")
