@@ -26,17 +26,17 @@ import (
 )
 
 // What the soak states and asserts. Under the race detector the time and memory bounds are
-// raceFactor times larger.
+// larger (see raceTimeFactor and raceMemFactor).
 const (
 	// hostileFor is how long the hostile clients run; legitimate clients run rounds meanwhile.
 	hostileFor = 35 * time.Second
 	// legitDeadline bounds each legitimate transfer (8 MiB over TFTP, 32 MiB over NBD, 8 MiB
 	// over AoE) while the servers are under attack.
-	legitDeadline = 20 * time.Second * raceFactor
+	legitDeadline = 20 * time.Second * raceTimeFactor
 	// rssBound bounds the server process's resident memory throughout: the default buffer
 	// budgets of the NBD and TFTP servers and 192 MiB for everything else (the runtime, the
 	// garbage collector's headroom, the TFTP floors beyond its budget).
-	rssBound = (nbd.DefaultMaxBufferBytes + tftp.DefaultMaxBufferBytes + 192<<20) * raceFactor
+	rssBound = (nbd.DefaultMaxBufferBytes + tftp.DefaultMaxBufferBytes + 192<<20) * raceMemFactor
 	// drainWithin is how long after the hostile clients went the server may take to be back to
 	// its descriptors and goroutines before the attack (TFTP gives abandoned transfers
 	// serverConfig.tftpMaxIdle).
