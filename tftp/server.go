@@ -150,7 +150,7 @@ type Stats struct {
 	// but not in Failed.
 	RefusedBusy   uint64 // MaxTransfers were running
 	RefusedClient uint64 // the client had MaxTransfersPerClient running
-	RefusedPort   uint64 // no free port in PortRange
+	RefusedPort   uint64 // no free port in PortRange (these are counted in Failed too)
 	Malformed     uint64 // packets on the request port that did not parse (too many options, say)
 	// BudgetShrunk counts transfers given a smaller window, read-ahead or blksize than they
 	// negotiated because MaxBufferBytes was spent.
