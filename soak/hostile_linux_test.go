@@ -33,6 +33,9 @@ type hostile struct {
 
 	maxErrorPacket   atomic.Int64
 	aoeBroadcastData atomic.Int64
+	// idleAttached and idleCut count the idle clients of the export with an idle timeout, and
+	// those the server disconnected in time.
+	idleAttached, idleCut atomic.Int64
 }
 
 func (h *hostile) keep(c io.Closer) {
@@ -68,7 +71,7 @@ func (h *hostile) summary() string {
 func (h *hostile) start(ctx context.Context, wg *sync.WaitGroup) {
 	for _, p := range []func(context.Context){
 		h.tftpManyOptions, h.tftpAbandoned, h.tftpNetascii, h.tftpLongNames, h.tftpRandom, h.tftpIdle,
-		h.nbdUnreadReplies, h.nbdCutWrites, h.nbdIdle, h.nbdRandom,
+		h.nbdUnreadReplies, h.nbdCutWrites, h.nbdIdle, h.nbdRandom, h.nbdExportTimeout,
 		h.aoeGroupSources, h.aoeRandom, h.aoeSniff,
 	} {
 		wg.Add(1)
@@ -338,6 +341,30 @@ func (h *hostile) nbdIdle(ctx context.Context) {
 		}
 	}
 	<-ctx.Done()
+}
+
+// Defect 3: idle clients of an export with its own idle timeout are disconnected after it.
+func (h *hostile) nbdExportTimeout(ctx context.Context) {
+	var wg sync.WaitGroup
+	for i := 0; i < 20 && ctx.Err() == nil; i++ {
+		c, err := h.nbdAttach(ctx, "timed", 0)
+		if err != nil {
+			h.t.Errorf("hostile nbd attach: %v", err)
+			break
+		}
+		h.idleAttached.Add(1)
+		h.count("nbd-idle-timed")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			_ = c.SetReadDeadline(start.Add(serverConfig.nbdExportIdle + 5*time.Second))
+			if _, err := c.Read(make([]byte, 1)); err == io.EOF && time.Since(start) >= serverConfig.nbdExportIdle-time.Second {
+				h.idleCut.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // Random bytes instead of a handshake, and random requests after one.

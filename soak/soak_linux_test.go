@@ -234,6 +234,8 @@ func TestSoak(t *testing.T) {
 	}
 	t.Logf("buffered at the end of legitimate rounds: NBD up to %d MiB, TFTP up to %d MiB", nbdPeak>>20, tftpPeak>>20)
 	assert.Positive(t, during.NBD.Refused[nbd.RefusedHandshakeLimit], "the idle handshakes from one address met their limit")
+	assert.Positive(t, h.idleAttached.Load())
+	assert.Equal(t, h.idleAttached.Load(), h.idleCut.Load(), "idle clients of an export with an idle timeout cut after it")
 	t.Logf("aoe: %v", during.AoE)
 	assert.Positive(t, during.TFTP.Malformed, "the oversized option lists reached the server")
 	assert.Positive(t, during.TFTP.RefusedClient+during.TFTP.BudgetShrunk, "the abandoned transfers met a limit")
