@@ -50,9 +50,10 @@ type conn struct {
 	// connection counts among its source's handshakes.
 	source      string
 	negotiating bool
-	// Counted for Detach.
-	bytesRead, bytesWritten atomic.Int64
-	requests                int64
+	// Counted for Detach and Conns.
+	bytesRead, bytesWritten, requests atomic.Int64
+	since                             time.Time    // entered transmission; set before transmitting
+	lastRequest                       atomic.Int64 // Unix nanoseconds of the last request, 0 before
 
 	// Negotiation state.
 	tls          bool
@@ -563,6 +564,7 @@ func (c *conn) attachDevice(e *Export, requested string) error {
 	c.flags = c.exportFlags(e, dev)
 	c.blockCtx = c.structured && c.metaSelected && c.metaExport == requested
 	c.mu.Lock()
+	c.since = time.Now()
 	c.transmitting = true
 	if c.handing.Load() && c.handable() {
 		// Entered transmission during a Handoff: hand over before reading any request.

@@ -366,3 +366,38 @@ func FuzzConnState(f *testing.F) {
 		}
 	})
 }
+
+// FuzzResume feeds Resume a state decoded from fuzz input (as another process would send it)
+// and a request stream: it serves or refuses, and always ends.
+func FuzzResume(f *testing.F) {
+	for _, st := range []ConnState{
+		{Export: "x", Size: 64 << 10, Flags: FlagHasFlags | FlagSendFlush, Structured: true,
+			MetaContexts: []MetaContext{{metaContextID, MetaContextBaseAllocation}},
+			Pending:      seedRequest(CmdRead, 0, 0, 512, nil)[:10]},
+		{Export: "ro", Size: 4096, Flags: FlagHasFlags | FlagReadOnly},
+		{Export: "cow", Size: 8192, Flags: FlagHasFlags},
+	} {
+		b, err := st.MarshalBinary()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, concat(seedRequest(CmdRead, 0, 0, 512, nil)[10:], seedRequest(CmdBlockStatus, 0, 0, 4096, nil),
+			seedRequest(CmdWrite, 0, 0, 4, []byte("abcd")), seedRequest(CmdDisc, 0, 0, 0, nil)))
+	}
+	f.Fuzz(func(t *testing.T, state, data []byte) {
+		var st ConnState
+		if st.UnmarshalBinary(state) != nil {
+			return
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			fuzzServer().Resume(context.Background(), newFuzzConn(data), st)
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Resume did not finish on state %x input %x", state, data)
+		}
+	})
+}

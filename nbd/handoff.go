@@ -236,21 +236,25 @@ type HandoffResult struct {
 // Handoff returns when every connection that can be handed over has been, or when ctx ends:
 // connections still negotiating or finishing requests are then closed, and Handoff returns
 // ctx's error with the result so far, whose connections still belong to the caller.
-// After Handoff, Serve returns ErrServerClosed and the server cannot serve again, except
-// through Resume.
+// Serve returns ErrServerClosed when Handoff closes its listener. Afterwards the server is
+// still usable: connections it keeps go on, and Resume (for instance of the connections just
+// handed over, when the next process fails to start) and Serve on a new listener work, until
+// Shutdown or Close. Handoff returns ErrServerClosed after those.
 func (s *Server) Handoff(ctx context.Context) (*HandoffResult, error) {
 	s.mu.Lock()
 	if s.handoff != nil {
 		s.mu.Unlock()
-		return nil, errors.New("nbd: Handoff already called")
+		return nil, errors.New("nbd: Handoff already in progress")
+	}
+	if s.stopped.Load() {
+		s.mu.Unlock()
+		return nil, ErrServerClosed
 	}
 	h := &handoffState{done: make(chan struct{})}
 	s.handoff = h
 	s.handingOff.Store(true)
 	s.inShutdown.Store(true)
-	for l := range s.listeners {
-		(*l).Close()
-	}
+	s.closeListeners()
 	for c := range s.conns {
 		switch c.startHandoff() {
 		case handoffPending:
@@ -282,6 +286,13 @@ func (s *Server) Handoff(ctx context.Context) (*HandoffResult, error) {
 	}
 	s.mu.Lock()
 	res := h.res
+	// The server may serve again: Resume (to take the connections back when the next process
+	// fails) and Serve work until Shutdown or Close.
+	s.handoff = nil
+	s.handingOff.Store(false)
+	if !s.stopped.Load() {
+		s.inShutdown.Store(false)
+	}
 	s.mu.Unlock()
 	return &res, err
 }

@@ -326,3 +326,37 @@ func TestConnStateRoundTrip(t *testing.T) {
 	_, err := nbd.ConnState{Pending: make([]byte, nbd.MaxPendingBytes+1)}.MarshalBinary()
 	require.Error(t, err)
 }
+
+// TestHandoffFallback: when the next process fails, the old server takes its handed-over
+// connections back with Resume and serves a new listener; after Close, Handoff refuses.
+func TestHandoffFallback(t *testing.T) {
+	a := &nbd.Server{Exports: coreExports(t, &nbd.Export{Name: "root", Device: patterned(1 << 20)})}
+	addr := coreServe(t, a)
+	c := coreDial(t, addr, "root", nil)
+	buf := make([]byte, 4096)
+	_, err := c.ReadAt(buf, 0)
+	require.NoError(t, err)
+
+	res, err := a.Handoff(context.Background())
+	require.NoError(t, err)
+	require.Len(t, res.Conns, 1)
+	resumeAll(t, a, res) // the same server
+	_, err = c.ReadAt(buf, 8192)
+	require.NoError(t, err)
+	assert.Equal(t, patterned(1 << 20).Bytes()[8192:8192+4096], buf)
+	assert.Equal(t, int64(1), a.Stats().Resumed)
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- a.Serve(l) }()
+	c2 := coreDial(t, l.Addr().String(), "root", nil)
+	_, err = c2.ReadAt(buf, 0)
+	require.NoError(t, err)
+	require.NoError(t, c2.Close())
+
+	require.NoError(t, a.Close())
+	require.ErrorIs(t, <-served, nbd.ErrServerClosed)
+	_, err = a.Handoff(context.Background())
+	require.ErrorIs(t, err, nbd.ErrServerClosed)
+}

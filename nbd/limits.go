@@ -227,7 +227,7 @@ func (c *conn) failWrite(err error) error {
 func (c *conn) detached(start time.Time, err error, handed bool) {
 	d := Detach{
 		Export: c.export, Remote: c.remote,
-		BytesRead: c.bytesRead.Load(), BytesWritten: c.bytesWritten.Load(), Requests: c.requests,
+		BytesRead: c.bytesRead.Load(), BytesWritten: c.bytesWritten.Load(), Requests: c.requests.Load(),
 		Duration: time.Since(start), Err: err, HandedOver: handed,
 	}
 	c.log.Info("nbd: client detached export", "export", c.export.Name, "read", d.BytesRead,
@@ -260,4 +260,44 @@ func (c *conn) refuseAttach(export string, err error) {
 	if errors.Is(err, errExportFull) {
 		c.refuse(RefusedExportFull, export, err.Error())
 	}
+}
+
+// ConnInfo describes a connection in transmission (see Server.Conns).
+type ConnInfo struct {
+	Export *Export
+	Remote net.Addr
+	// Since is when the connection entered transmission (on this server: Resume counts anew).
+	Since time.Time
+	// LastRequest is when the last request arrived; zero before the first.
+	LastRequest time.Time
+	// BytesRead and BytesWritten count the data the client read from and wrote to the device.
+	BytesRead, BytesWritten, Requests int64
+	TLS                               bool
+}
+
+// Conns returns the connections in transmission now, not those still negotiating, in no
+// particular order.
+func (s *Server) Conns() []ConnInfo {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	var out []ConnInfo
+	for _, c := range conns {
+		c.mu.Lock()
+		if !c.transmitting {
+			c.mu.Unlock()
+			continue
+		}
+		ci := ConnInfo{Export: c.export, Remote: c.remote, Since: c.since, TLS: c.tls}
+		c.mu.Unlock()
+		if ns := c.lastRequest.Load(); ns != 0 {
+			ci.LastRequest = time.Unix(0, ns)
+		}
+		ci.BytesRead, ci.BytesWritten, ci.Requests = c.bytesRead.Load(), c.bytesWritten.Load(), c.requests.Load()
+		out = append(out, ci)
+	}
+	return out
 }

@@ -127,7 +127,9 @@ func TestRefusals(t *testing.T) {
 	assert.Equal(t, nbd.RefusedTLSRequired, last().Reason)
 	assert.Contains(t, last().Detail, "requires TLS")
 
-	// Two connections negotiating from 127.0.0.1: a third is closed at once.
+	// Two connections negotiating from 127.0.0.1: a third is closed at once. (The refused
+	// clients above must be gone first: the server counts them until it sees them leave.)
+	waitFor(t, func() bool { return srv.Stats().ActiveConnections == 1 })
 	dialRaw(t, addr, nbd.FlagCFixedNewstyle)
 	dialRaw(t, addr, nbd.FlagCFixedNewstyle)
 	waitFor(t, func() bool { return srv.Stats().ActiveConnections == 3 })
@@ -217,4 +219,35 @@ func TestOnDetach(t *testing.T) {
 	assert.Positive(t, d.Duration)
 	assert.NoError(t, d.Err)
 	assert.False(t, d.HandedOver)
+}
+
+// TestConns lists the connections in transmission with what they did.
+func TestConns(t *testing.T) {
+	srv := &nbd.Server{Exports: coreExports(t,
+		&nbd.Export{Name: "a", Device: patterned(1 << 20)},
+		&nbd.Export{Name: "b", Device: patterned(4096)})}
+	addr := coreServe(t, srv)
+	before := time.Now()
+	busy := coreDial(t, addr, "a", nil)
+	coreDial(t, addr, "b", nil)
+	dialRaw(t, addr, nbd.FlagCFixedNewstyle) // negotiating: not listed
+	waitFor(t, func() bool { return srv.Stats().ActiveConnections == 3 })
+	_, err := busy.ReadAt(make([]byte, 10000), 0)
+	require.NoError(t, err)
+
+	conns := srv.Conns()
+	require.Len(t, conns, 2)
+	byExport := map[string]nbd.ConnInfo{}
+	for _, ci := range conns {
+		byExport[ci.Export.Name] = ci
+	}
+	a, b := byExport["a"], byExport["b"]
+	assert.Equal(t, int64(10000), a.BytesRead)
+	assert.Equal(t, int64(1), a.Requests)
+	assert.False(t, a.LastRequest.Before(a.Since))
+	assert.False(t, a.Since.Before(before))
+	assert.Zero(t, b.Requests)
+	assert.True(t, b.LastRequest.IsZero())
+	assert.False(t, b.TLS)
+	assert.Equal(t, "127.0.0.1", b.Remote.(*net.TCPAddr).IP.String())
 }

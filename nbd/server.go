@@ -80,11 +80,12 @@ type Server struct {
 	OnRefuse func(Refusal)
 
 	mu          sync.Mutex
-	listeners   map[*net.Listener]struct{}
+	listeners   map[*net.Listener]bool // true once the server closed it
 	conns       map[*conn]struct{}
 	exportConns map[string]int
 	overlays    map[string]backend.Device
 	inShutdown  atomic.Bool
+	stopped     atomic.Bool // Shutdown or Close was called: for good, unlike a Handoff
 	handingOff  atomic.Bool
 	handoff     *handoffState
 	handshakes  map[string]int // connections negotiating, by sourceKey
@@ -219,7 +220,7 @@ func (s *Server) Serve(l net.Listener) error {
 	for {
 		c, err := l.Accept()
 		if err != nil {
-			if s.inShutdown.Load() {
+			if s.inShutdown.Load() || s.closedListener(&l) {
 				return ErrServerClosed
 			}
 			var ne net.Error
@@ -257,6 +258,21 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 	return cc.serve(ctx)
 }
 
+// closeListeners closes the listeners being served, with s.mu held.
+func (s *Server) closeListeners() {
+	for l := range s.listeners {
+		(*l).Close()
+		s.listeners[l] = true
+	}
+}
+
+// closedListener reports whether the server closed l (Shutdown, Close or Handoff).
+func (s *Server) closedListener(l *net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.listeners[l]
+}
+
 func (s *Server) trackListener(l *net.Listener, add bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -265,9 +281,9 @@ func (s *Server) trackListener(l *net.Listener, add bool) bool {
 			return false
 		}
 		if s.listeners == nil {
-			s.listeners = make(map[*net.Listener]struct{})
+			s.listeners = make(map[*net.Listener]bool)
 		}
-		s.listeners[l] = struct{}{}
+		s.listeners[l] = false
 	} else {
 		delete(s.listeners, l)
 	}
@@ -283,8 +299,8 @@ func (s *Server) newConnForced(c net.Conn) (*conn, bool) { return s.registerConn
 func (s *Server) registerConn(c net.Conn, force bool) (*conn, bool) {
 	cc, refusal := s.admit(c, force)
 	if refusal != nil {
+		s.refuse(*refusal) // first, so that whoever sees the close can see the refusal
 		c.Close()
-		s.refuse(*refusal)
 	}
 	return cc, cc != nil
 }
@@ -384,11 +400,10 @@ func (s *Server) clientOverlay(e *Export, key string) (backend.Device, error) {
 // the devices and closes the connections. It returns when all are closed, or with ctx's error
 // when ctx ends first (the remaining connections are then closed at once).
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopped.Store(true)
 	s.inShutdown.Store(true)
 	s.mu.Lock()
-	for l := range s.listeners {
-		(*l).Close()
-	}
+	s.closeListeners()
 	for c := range s.conns {
 		c.shutdown()
 	}
@@ -424,11 +439,10 @@ func (s *Server) closeOverlays() {
 // requests in flight. Per-client overlays are kept (connections may still be using them) and
 // released by a Shutdown that completes.
 func (s *Server) Close() error {
+	s.stopped.Store(true)
 	s.inShutdown.Store(true)
 	s.mu.Lock()
-	for l := range s.listeners {
-		(*l).Close()
-	}
+	s.closeListeners()
 	s.mu.Unlock()
 	s.closeConns()
 	return nil

@@ -238,7 +238,8 @@ func (c *conn) readRequests() error {
 			idx = len(c.srv.stats.requests) - 1
 		}
 		c.srv.stats.requests[idx].Add(1)
-		c.requests++
+		c.requests.Add(1)
+		c.lastRequest.Store(time.Now().UnixNano())
 		if r.Type == CmdDisc {
 			return nil
 		}
