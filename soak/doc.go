@@ -4,8 +4,8 @@
 // network namespaces) fetch and checksum their data while hostile clients replay the defect
 // patterns of the issue against the same servers: oversized option lists, abandoned transfers
 // with the largest windows, netascii reads of large files, long names, random packets and
-// frames, idle floods, NBD clients that never read their replies, cut-off writes and AoE frames
-// from group addresses. It asserts that every legitimate transfer finishes byte-exact within
+// frames, idle floods, NBD clients that never read their replies, idle clients of an export
+// with its own idle timeout, cut-off writes and AoE frames from group addresses. It asserts that every legitimate transfer finishes byte-exact within
 // a stated time, that the server's resident memory stays under a stated bound, that no
 // descriptor or goroutine is left once the hostile clients are gone, and that a SIGKILL of the
 // server leaves no copy-on-write overlay behind.

@@ -2,4 +2,4 @@
 
 package soak_test
 
-const raceFactor = 1
+const raceTimeFactor, raceMemFactor = 1, 1

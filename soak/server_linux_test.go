@@ -38,6 +38,7 @@ var serverConfig = struct {
 	tftpMaxIdle      time.Duration
 	nbdHandshake     time.Duration
 	tftpMaxTransfers int
+	nbdExportIdle    time.Duration
 }{
 	// Abandoned transfers (timeout 255) are given up after this; the default is a minute.
 	tftpMaxIdle: 5 * time.Second,
@@ -45,6 +46,8 @@ var serverConfig = struct {
 	nbdHandshake: 5 * time.Second,
 	// The default cap of concurrent TFTP transfers.
 	tftpMaxTransfers: tftp.DefaultMaxTransfers,
+	// The idle timeout of the export "timed".
+	nbdExportIdle: 3 * time.Second,
 }
 
 // childStats is what the child reports on "stats".
@@ -85,6 +88,8 @@ func runChild(dir string) {
 				return backend.NewCopyOnWrite(base, nil, &backend.CopyOnWriteOptions{TempDir: cowDir})
 			}},
 		&nbd.Export{Name: "rw", Device: rw, Writable: true},
+		// Defect 3: an export's own idle timeout (nbd-server's per-export timeout).
+		&nbd.Export{Name: "timed", Device: root, IdleTimeout: serverConfig.nbdExportIdle},
 	)
 	if err != nil {
 		fail(err)

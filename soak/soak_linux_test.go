@@ -21,34 +21,28 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/netroot/netroot/internal/peertest"
+	"github.com/netroot/netroot/nbd"
+	"github.com/netroot/netroot/tftp"
 )
 
 // What the soak states and asserts. Under the race detector the time and memory bounds are
-// raceFactor times larger.
+// larger (see raceTimeFactor and raceMemFactor).
 const (
 	// hostileFor is how long the hostile clients run; legitimate clients run rounds meanwhile.
 	hostileFor = 35 * time.Second
 	// legitDeadline bounds each legitimate transfer (8 MiB over TFTP, 32 MiB over NBD, 8 MiB
 	// over AoE) while the servers are under attack.
-	legitDeadline = 20 * time.Second * raceFactor
-	// rssBound bounds the server process's resident memory throughout.
-	rssBound = 320 << 20 * raceFactor
+	legitDeadline = 20 * time.Second * raceTimeFactor
+	// rssBound bounds the server process's resident memory throughout: the default buffer
+	// budgets of the NBD and TFTP servers and 192 MiB for everything else (the runtime, the
+	// garbage collector's headroom, the TFTP floors beyond its budget).
+	rssBound = (nbd.DefaultMaxBufferBytes + tftp.DefaultMaxBufferBytes + 192<<20) * raceMemFactor
 	// drainWithin is how long after the hostile clients went the server may take to be back to
 	// its descriptors and goroutines before the attack (TFTP gives abandoned transfers
 	// serverConfig.tftpMaxIdle).
 	drainWithin = 20 * time.Second
 	// Slack over the baseline for goroutines (timers, the runtime's) and descriptors.
 	goroutineSlack, fdSlack = 8, 2
-)
-
-// Fixes that other branches bring; until they are merged here, the assertions that need them
-// are not made and the test says so in its log (see issue #17). Set them to true in the merge.
-const (
-	// nbdFixesMerged: branch nbd bounds buffered replies server-wide (defect 2) and leaves
-	// nothing of a cut-off write (defect 8).
-	nbdFixesMerged = false
-	// aoeFixesMerged: branch aoe drops frames from group source addresses (defect 6).
-	aoeFixesMerged = false
 )
 
 func TestMain(m *testing.M) {
@@ -206,8 +200,10 @@ func TestSoak(t *testing.T) {
 	var hw sync.WaitGroup
 	h.start(ctx, &hw)
 	var results []legitResult
+	var mid []childStats
 	for rounds := 0; ctx.Err() == nil || rounds == 0; rounds++ {
 		results = append(results, legit.round(context.Background())...)
+		mid = append(mid, srv.stats(t))
 		time.Sleep(200 * time.Millisecond)
 	}
 	hw.Wait()
@@ -227,27 +223,30 @@ func TestSoak(t *testing.T) {
 	}
 	t.Logf("hostile traffic: %s", h.summary())
 	t.Logf("tftp: %+v", during.TFTP)
+	t.Logf("nbd: refused %v, buffer waits %d, write timeouts %d", during.NBD.Refused, during.NBD.BufferWaits, during.NBD.WriteTimeouts)
+	// The budgets held while the attack ran (the TFTP one up to a floor of a few blocks per
+	// transfer; see tftp.Server.MaxBufferBytes).
+	var nbdPeak, tftpPeak int64
+	for _, st := range mid {
+		nbdPeak, tftpPeak = max(nbdPeak, st.NBD.BufferedBytes), max(tftpPeak, st.TFTP.BufferedBytes)
+		assert.LessOrEqual(t, st.NBD.BufferedBytes, st.NBD.BufferLimit, "NBD buffered bytes")
+		assert.LessOrEqual(t, st.TFTP.BufferedBytes, int64(tftp.DefaultMaxBufferBytes+tftp.DefaultMaxTransfers*4*tftp.FloorBlockSize), "TFTP buffered bytes")
+	}
+	t.Logf("buffered at the end of legitimate rounds: NBD up to %d MiB, TFTP up to %d MiB", nbdPeak>>20, tftpPeak>>20)
+	assert.Positive(t, during.NBD.Refused[nbd.RefusedHandshakeLimit], "the idle handshakes from one address met their limit")
+	assert.Positive(t, h.idleAttached.Load())
+	assert.Equal(t, h.idleAttached.Load(), h.idleCut.Load(), "idle clients of an export with an idle timeout cut after it")
 	t.Logf("aoe: %v", during.AoE)
 	assert.Positive(t, during.TFTP.Malformed, "the oversized option lists reached the server")
 	assert.Positive(t, during.TFTP.RefusedClient+during.TFTP.BudgetShrunk, "the abandoned transfers met a limit")
 	assert.LessOrEqual(t, h.maxErrorPacket.Load(), int64(4+200+1), "a TFTP ERROR packet echoed a long name")
 
 	// Defect 8: a cut-off WRITE leaves nothing in a writable plain-file export.
-	rwNow := sha256File(t, filepath.Join(dir, "rw.img"))
-	if nbdFixesMerged {
-		assert.Equal(t, rwInit, rwNow, "a cut-off NBD WRITE left its prefix in the export")
-	} else {
-		t.Logf("NOT ASSERTED until branch nbd is merged (defect 8): rw.img unchanged by cut-off writes: %v", rwInit == rwNow)
-	}
+	assert.Equal(t, rwInit, sha256File(t, filepath.Join(dir, "rw.img")), "a cut-off NBD WRITE left its prefix in the export")
 	// Defect 6: frames from group addresses are not answered, least of all with sector data to
 	// the whole segment.
-	if aoeFixesMerged {
-		assert.Zero(t, h.aoeBroadcastData.Load(), "the AoE target broadcast sector data")
-		assert.Positive(t, during.AoE["GroupSource"], "group-source frames were counted")
-	} else {
-		t.Logf("NOT ASSERTED until branch aoe is merged (defect 6): %d AoE responses with data broadcast",
-			h.aoeBroadcastData.Load())
-	}
+	assert.Zero(t, h.aoeBroadcastData.Load(), "the AoE target broadcast sector data")
+	assert.Positive(t, during.AoE["GroupSource"], "group-source frames were counted")
 
 	// No descriptor or goroutine is left once the hostile clients are gone.
 	var now childStats

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/netroot/netroot/tftp"
 )
@@ -118,4 +120,46 @@ func ExampleUploadServer() {
 	b, _ := os.ReadFile(filepath.Join(dir, "hello.txt"))
 	fmt.Print(string(b))
 	// Output: hello from the client
+}
+
+// Map names as a tftpd-hpa map file does: Windows separators to slashes, a per-client config
+// by the client's address, and nothing under private/.
+func ExampleMapRules() {
+	rules, err := tftp.ParseMapRules(strings.NewReader(`
+rg \\ /                      # Windows separators
+r ^pxelinux\.cfg/default$ pxelinux.cfg/\i
+a ^private/.*$ not\ here
+`))
+	if err != nil {
+		log.Fatal(err)
+	}
+	client := netip.MustParseAddr("192.0.2.10")
+	for _, name := range []string{`boot\x86\linux`, "pxelinux.cfg/default", "private/key"} {
+		mapped, err := rules.Map(name, tftp.OpRRQ, client)
+		fmt.Printf("%s -> %q %v\n", name, mapped, err)
+	}
+	// A server applies them in front of its handler:
+	_ = &tftp.Server{Handler: rules.Handler(tftp.FileServer("/srv/tftp"))}
+	// Output:
+	// boot\x86\linux -> "boot/x86/linux" <nil>
+	// pxelinux.cfg/default -> "pxelinux.cfg/192.0.2.10" <nil>
+	// private/key -> "" tftp: access violation: not here
+}
+
+// Limit what any client can take, and keep transfer ports in a range a firewall lets through.
+func ExampleServer_limits() {
+	ports, err := tftp.ParsePortRange("50000:50100")
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := &tftp.Server{
+		Handler:               tftp.FileServer("/srv/tftp"),
+		MaxTransfers:          256,      // server-wide
+		MaxTransfersPerClient: 4,        // per IPv4 address or IPv6 /64
+		MaxBufferBytes:        32 << 20, // windows and read-ahead of all transfers
+		MaxIdle:               30 * time.Second,
+		PortRange:             ports,
+	}
+	fmt.Println(srv.PortRange, srv.Stats().BufferedBytes)
+	// Output: 50000:50100 0
 }

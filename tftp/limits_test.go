@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -93,11 +94,13 @@ func manyNames(n int) []string {
 func TestErrorMessagesBounded(t *testing.T) {
 	var mu sync.Mutex
 	var errs []error
-	srv := &tftp.Server{Handler: tftp.FileServer(t.TempDir()), OnTransferDone: func(i tftp.TransferInfo) {
-		mu.Lock()
-		errs = append(errs, i.Err)
-		mu.Unlock()
-	}}
+	var logs syncBuffer
+	srv := &tftp.Server{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Handler: tftp.FileServer(t.TempDir()), OnTransferDone: func(i tftp.TransferInfo) {
+			mu.Lock()
+			errs = append(errs, i.Err)
+			mu.Unlock()
+		}}
 	addr := serve(t, srv)
 	long := strings.Repeat("x", 60_000)
 	for _, name := range []string{"../" + long, long, "/" + long, "ok/../" + long} {
@@ -119,6 +122,12 @@ func TestErrorMessagesBounded(t *testing.T) {
 		require.Error(t, err)
 		assert.Equal(t, 1, strings.Count(err.Error(), "tftp:"), "one prefix in %q", err)
 		assert.Less(t, len(err.Error()), 300)
+	}
+	// Log lines do not echo the names in full either.
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	require.NotEmpty(t, lines)
+	for _, l := range lines {
+		assert.Less(t, len(l), 2000, "log line of %d bytes", len(l))
 	}
 }
 

@@ -25,7 +25,8 @@ import (
 //	i  match case-insensitively
 //	e  end rule processing after this rule when it matched
 //	s  start over from the first rule after this rule when it matched
-//	a  refuse the request with an access violation (the replacement, if any, is the message)
+//	a  refuse the request with an access violation; a replacement is the message, and as in
+//	   tftpd-hpa it replaces only the match ("^private/.*$" to replace the whole name)
 //	G  only for read requests;  P  only for write requests
 //	4  only for IPv4 clients;   6  only for IPv6 clients
 //	~  apply the rule when the expression does not match (not with r)

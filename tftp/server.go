@@ -83,7 +83,7 @@ type Server struct {
 	// MaxWindowSize caps the negotiated windowsize; 0 means DefaultMaxWindowSize.
 	MaxWindowSize int
 	// Timeout is the first retransmission timeout when the client does not ask for one with the
-	// timeout option; 0 means DefaultTimeout. Each retry doubles it.
+	// timeout option (tftpd-hpa's --retransmit); 0 means DefaultTimeout. Each retry doubles it.
 	Timeout time.Duration
 	// Retries is how many times a packet is sent again before the transfer is given up; 0
 	// means DefaultRetries.
@@ -150,7 +150,7 @@ type Stats struct {
 	// but not in Failed.
 	RefusedBusy   uint64 // MaxTransfers were running
 	RefusedClient uint64 // the client had MaxTransfersPerClient running
-	RefusedPort   uint64 // no free port in PortRange
+	RefusedPort   uint64 // no free port in PortRange (these are counted in Failed too)
 	Malformed     uint64 // packets on the request port that did not parse (too many options, say)
 	// BudgetShrunk counts transfers given a smaller window, read-ahead or blksize than they
 	// negotiated because MaxBufferBytes was spent.
@@ -299,13 +299,22 @@ func (s *Server) Serve(pc net.PacketConn) error {
 		key := clientKey(from.Addr())
 		if refusal := s.admit(key); refusal != "" {
 			if refusal != refusedClosing {
-				log.Debug("tftp: request refused", "client", from, "file", truncate(req.Filename, maxQuotedName), "reason", refusal)
+				log.Debug("tftp: request refused", "client", from, "file", logName(req.Filename), "reason", refusal)
 				_, _ = pc.WriteTo(errorPacket(ErrNotDefined, refusal), addr)
 			}
 			continue
 		}
 		go s.serveRequest(pc, reqLocal, from, key, req)
 	}
+}
+
+// logName is a client's file name as log lines show it: cut to 256 bytes, so that a 64 KB name
+// does not make a 64 KB log line.
+func logName(name string) string {
+	if len(name) <= 256 {
+		return name
+	}
+	return truncate(name, 256) + "..."
 }
 
 // clientKey is what per-client limits count by: an IPv4 address, or the /64 of an IPv6 one (a
@@ -527,7 +536,7 @@ func (s *Server) serveRequest(pc net.PacketConn, local, from netip.AddrPort, key
 func (s *Server) callHandler(h Handler, t *transfer) {
 	defer func() {
 		if v := recover(); v != nil {
-			s.logger().Error("tftp: handler panic", "client", t.info.Remote, "file", t.info.Filename,
+			s.logger().Error("tftp: handler panic", "client", t.info.Remote, "file", logName(t.info.Filename),
 				"panic", v, "stack", string(debug.Stack()))
 			if !t.responded {
 				t.Error(ErrNotDefined, "internal error")
@@ -912,7 +921,7 @@ func (t *transfer) finish() {
 		s.bytesReceived.Add(uint64(t.pr.bytes))
 	}
 	attrs := []any{
-		"op", t.info.Op.String(), "client", t.info.Remote.String(), "file", t.info.Filename,
+		"op", t.info.Op.String(), "client", t.info.Remote.String(), "file", logName(t.info.Filename),
 		"mode", t.info.Mode, "bytes", t.info.Bytes, "duration", t.info.Duration,
 		"blksize", t.info.BlockSize, "windowsize", t.info.WindowSize, "tsize", t.info.Size,
 		"retransmits", t.info.Retransmits,

@@ -1,6 +1,7 @@
 // Command aoebench compares netroot's AoE target with vblade, both read by netroot's
 // initiator over a veth pair between two network namespaces, at MTU 1500 and 9000. It prints
-// sequential read throughput, target CPU per GB read and random 4 KiB read IOPS for each, and
+// sequential read throughput, target CPU per GB read, random 4 KiB read IOPS and the target's
+// CPU per random read for each, and
 // the ratios; also the target's context switches per MB and the initiator's own CPU per GB.
 // With -repeat N it measures N rounds, each target once per round in a rotated order, and prints
 // the medians and ranges of each figure and of the ratios taken within a round.
@@ -75,7 +76,7 @@ func main() {
 		defer pprof.StopCPUProfile()
 	}
 
-	fmt.Printf("%-8s %-6s %-5s %12s %12s %12s %12s %12s\n", "target", "mtu", "round", "seq MB/s", "CPU s/GB", "rand IOPS", "ctxsw/MB", "client s/GB")
+	fmt.Printf("%-8s %-6s %-5s %12s %12s %12s %12s %12s %12s\n", "target", "mtu", "round", "seq MB/s", "CPU s/GB", "rand IOPS", "CPU us/req", "ctxsw/MB", "client s/GB")
 	for _, ms := range strings.Split(*mtus, ",") {
 		mtu, err := strconv.Atoi(strings.TrimSpace(ms))
 		must(err)
@@ -84,7 +85,7 @@ func main() {
 			names = append(names, "null")
 		}
 		all := map[string][]result{}
-		var ratios [][3]float64
+		var ratios [][4]float64
 		for round := range *repeat {
 			// Each round measures every target once, starting with a different one, so that a
 			// change in the machine's load falls on all of them alike.
@@ -98,11 +99,11 @@ func main() {
 				}
 				res[name] = r
 				all[name] = append(all[name], r)
-				fmt.Printf("%-8s %-6d %-5d %12.1f %12.2f %12.0f %12.1f %12.2f\n", name, mtu, round+1, r.mbps, r.cpuPerGB, r.iops, r.switchesPerMB, r.clientPerGB)
+				fmt.Printf("%-8s %-6d %-5d %12.1f %12.2f %12.0f %12.2f %12.1f %12.2f\n", name, mtu, round+1, r.mbps, r.cpuPerGB, r.iops, r.usPerReq, r.switchesPerMB, r.clientPerGB)
 			}
 			if a, ok := res["netroot"]; ok {
 				if b, ok := res["vblade"]; ok {
-					ratios = append(ratios, [3]float64{a.mbps / b.mbps, a.cpuPerGB / b.cpuPerGB, a.iops / b.iops})
+					ratios = append(ratios, [4]float64{a.mbps / b.mbps, a.cpuPerGB / b.cpuPerGB, a.iops / b.iops, a.usPerReq / b.usPerReq})
 				}
 			}
 		}
@@ -116,9 +117,10 @@ func main() {
 					}
 					return spread(v)
 				}
-				fmt.Printf("%-8s %-6d %-5s %s %s %s %s %s\n", name, mtu, "med",
+				fmt.Printf("%-8s %-6d %-5s %s %s %s %s %s %s\n", name, mtu, "med",
 					f(func(r result) float64 { return r.mbps }), f(func(r result) float64 { return r.cpuPerGB }),
-					f(func(r result) float64 { return r.iops }), f(func(r result) float64 { return r.switchesPerMB }),
+					f(func(r result) float64 { return r.iops }), f(func(r result) float64 { return r.usPerReq }),
+					f(func(r result) float64 { return r.switchesPerMB }),
 					f(func(r result) float64 { return r.clientPerGB }))
 			}
 		}
@@ -130,7 +132,7 @@ func main() {
 				}
 				return spread(v)
 			}
-			fmt.Printf("%-8s %-6d %-5s %s %s %s   (netroot/vblade in the same round)\n", "ratio", mtu, "med", col(0), col(1), col(2))
+			fmt.Printf("%-8s %-6d %-5s %s %s %s %s   (netroot/vblade in the same round)\n", "ratio", mtu, "med", col(0), col(1), col(2), col(3))
 		}
 	}
 }
@@ -148,7 +150,7 @@ func spread(v []float64) string {
 	return fmt.Sprintf("%12s", fmt.Sprintf("%.3g[%.3g-%.3g]", med, v[0], v[len(v)-1]))
 }
 
-type result struct{ mbps, cpuPerGB, iops, switchesPerMB, clientPerGB float64 }
+type result struct{ mbps, cpuPerGB, iops, usPerReq, switchesPerMB, clientPerGB float64 }
 
 func must(err error) {
 	if err != nil {
@@ -320,6 +322,7 @@ func measure(name, vblade, img string, mtu int, size int64, nrand, depth int, li
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var ferr atomic.Value
+	cpu0 = cpuTime(cmd.Process.Pid)
 	start = time.Now()
 	for w := range depth {
 		wg.Go(func() {
@@ -339,6 +342,7 @@ func measure(name, vblade, img string, mtu int, size int64, nrand, depth int, li
 		return res, e
 	}
 	res.iops = float64(nrand) / time.Since(start).Seconds()
+	res.usPerReq = (cpuTime(cmd.Process.Pid) - cpu0).Seconds() * 1e6 / float64(nrand)
 	if st := c.Stats(); st.Retransmits > 0 {
 		fmt.Fprintf(os.Stderr, "%s mtu %d: %d of %d frames retransmitted\n", name, mtu, st.Retransmits, st.Sent)
 	}
