@@ -1,8 +1,8 @@
 // Command aoebench compares netroot's AoE target with vblade, both read by netroot's
 // initiator over a veth pair between two network namespaces, at MTU 1500 and 9000. It prints
 // sequential read throughput, target CPU per GB read, random 4 KiB read IOPS and the target's
-// CPU per random read for each, and
-// the ratios; also the target's context switches per MB and the initiator's own CPU per GB.
+// CPU per random read for each, and the ratios; also the target's context switches per MB and
+// the initiator's own CPU per GB.
 // With -repeat N it measures N rounds, each target once per round in a rotated order, and prints
 // the medians and ranges of each figure and of the ratios taken within a round.
 // With -null it also measures netroot's target over a backend that does no I/O, which shows
