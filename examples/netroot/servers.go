@@ -30,9 +30,9 @@ func runTFTP(ctx context.Context, e *env, args []string) error {
 	secure := false
 	fs.BoolVar(&secure, "s", false, "accepted for tftpd-hpa compatibility: the root is always sealed")
 	fs.BoolVar(&secure, "secure", false, "the same as -s")
-	timeout := fs.Duration("timeout", 0, "wait this long for a client's packet before sending again (tftpd-hpa --retransmit; default the package's)")
-	retries := fs.Int("retries", 0, "send a packet at most this many more times before giving up (default the package's)")
-	idle := fs.Duration("idle-timeout", 0, "end a transfer after this long without a packet from the client (tftpd-hpa --timeout; default the package's)")
+	timeout := fs.Duration("retransmit", 0, "wait this long for a client's packet before sending again, doubling each time (tftpd-hpa --retransmit; default 1s)")
+	retries := fs.Int("retries", 0, "send a packet at most this many more times before giving up (default 5)")
+	idle := fs.Duration("timeout", 0, "end a transfer after this long without a packet from the client, whatever timeout it asked for (default 1m)")
 	portRange := fs.String("port-range", "", "UDP ports for transfers, LO:HI (tftpd-hpa --port-range, for firewalls); default any")
 	mapFile := fs.String("map-file", "", "tftpd-hpa map file (-m): regular-expression rules that rewrite or refuse requested names")
 	maxTransfers := fs.Int("max-transfers", 0, "transfers at once at most (default the package's)")
