@@ -244,9 +244,9 @@ func TestMetrics(t *testing.T) {
 		return got
 	}
 	// The server counts a transfer when it has seen the last acknowledgement.
-	require.Eventually(t, func() bool { return gather()["netroot_tftp_completed_total"] >= 1 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return gather()["netroot_tftp_transfers_total,result=completed"] >= 1 }, 5*time.Second, 10*time.Millisecond)
 	got := gather()
-	assert.Equal(t, 1.0, got["netroot_build_info,build=leap.x86_64-1.0.0,image=leap,state=current"])
-	assert.Contains(t, got, "netroot_build_nbd_clients,build=leap.x86_64-1.0.0")
-	assert.GreaterOrEqual(t, got["netroot_nbd_attached_total"], 1.0)
+	assert.Equal(t, 1.0, got["netroot_image_info,build=leap.x86_64-1.0.0,image=leap,state=current,version=1.0.0"])
+	assert.Contains(t, got, "netroot_nbd_export_clients,export=leap.x86_64-1.0.0")
+	assert.GreaterOrEqual(t, got["netroot_nbd_attachments_total"], 1.0)
 }
