@@ -74,7 +74,16 @@ func TestConfigFileNewServer(t *testing.T) {
 	assert.Equal(t, patch, got)
 	entries, err := os.ReadDir(cowDir)
 	require.NoError(t, err)
-	assert.Len(t, entries, 1, "one overlay file for the connection")
+	assert.Empty(t, entries, "the overlay has no name, so a crash cannot leave it behind")
+	fds, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	open := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && strings.HasPrefix(target, cowDir+"/") {
+			open++
+		}
+	}
+	assert.Equal(t, 1, open, "one overlay file in cowdir, open, for the connection")
 
 	c2, err := nbd.Dial(ctx, "tcp", l.Addr().String(), nil)
 	require.NoError(t, err)
