@@ -78,6 +78,7 @@ type Stats struct {
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
+	_ = s.init()
 	st := Stats{
 		Received:  s.received.Load(),
 		Malformed: s.malformed.Load(),
