@@ -29,6 +29,7 @@ type serveConfig struct {
 	stage stageFlags
 	root  rootFlags
 	pxe   pxeFlags
+	boot  bootFlags
 
 	serverIP        string
 	tftpAddr        string
@@ -60,6 +61,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	c.stage.register(fs, "/srv/tftpboot")
 	c.root.register(fs, false)
 	c.pxe.register(fs)
+	c.boot.register(fs)
 	fs.StringVar(&c.serverIP, "server-ip", "", "IPv4 address of this server as clients reach it (required with NBD; must be on a local interface)")
 	fs.StringVar(&c.tftpAddr, "tftp-addr", ":69", "TFTP listen address (port 69 needs root or CAP_NET_BIND_SERVICE)")
 	fs.BoolVar(&c.nbd, "nbd", true, "serve the root image over NBD")
@@ -174,6 +176,10 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	if err != nil {
 		return err
 	}
+	httpSrv, dhcpSvc, err := c.boot.services(e, serverIP, c.stage.tftpRoot)
+	if err != nil {
+		return err
+	}
 	b, err := c.kis.load(ctx, e)
 	if err != nil {
 		return err
@@ -218,6 +224,9 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	cfg.Default = cfg.Entries[0].Label
 	if !c.noBootloader {
 		if err := installBootloaders(e, c.stage.tftpRoot, c.sysroot, cfg, !c.demo); err != nil {
+			return err
+		}
+		if err := c.boot.installSignedLoaders(e, c.stage.tftpRoot, c.sysroot, false); err != nil {
 			return err
 		}
 	}
@@ -304,6 +313,16 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 		e.log.Info("aoe serving", "iface", c.aoeIface, "device", aoeName(uint16(c.aoeShelf), uint8(c.aoeSlot)), "mac", conn.HardwareAddr().String(), "size", dev.Size())
 		g.add("aoe", func() error { return tgt.Serve(conn) }, tgt.Shutdown, tgt.Close, aoe.ErrServerClosed)
 		stats["aoe"] = func() any { return tgt.Stats() }
+	}
+
+	// HTTP and DHCP for UEFI, HTTP boot and iPXE clients.
+	if httpSrv != nil {
+		g.add("http", func() error { return httpSrv.Serve(ctx) }, httpSrv.Shutdown, httpSrv.Close, nil)
+		stats["http"] = func() any { return httpSrv.Stats() }
+	}
+	if dhcpSvc != nil {
+		g.add("dhcp", func() error { return dhcpSvc.Serve(ctx) }, dhcpSvc.Shutdown, dhcpSvc.Close, nil)
+		stats["dhcp"] = func() any { return dhcpSvc.Server().Stats() }
 	}
 
 	if c.metricsAddr != "" {
