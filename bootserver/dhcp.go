@@ -84,7 +84,9 @@ type DHCPOptions struct {
 	HTTPURL string
 	// Loaders names the boot files (dhcp.Loaders); zero means pxelinux.0, bootx64.efi, boot.ipxe.
 	Loaders dhcp.Loaders
-	// Machines choose loaders per machine; machines not listed get dhcp.LoaderAuto.
+	// Loader is the loader of machines not in Machines; zero is dhcp.LoaderAuto (by firmware).
+	Loader dhcp.Loader
+	// Machines choose loaders per machine.
 	Machines []DHCPMachine
 	// Lab is the address range and lease file of DHCPServer mode; required there.
 	Lab *dhcp.Lab
@@ -132,16 +134,16 @@ func NewDHCPService(o DHCPOptions) (*DHCPService, error) {
 	if o.Mode == DHCPServer {
 		srv.Lab = o.Lab
 	}
-	if len(o.Machines) > 0 {
-		machines := o.Machines
-		srv.Machine = func(c *dhcp.Client) dhcp.Loader { return machineLoader(machines, c.MAC) }
+	if len(o.Machines) > 0 || o.Loader != dhcp.LoaderAuto {
+		machines, def := o.Machines, o.Loader
+		srv.Machine = func(c *dhcp.Client) dhcp.Loader { return machineLoader(machines, c.MAC, def) }
 	}
 	return &DHCPService{opts: o, srv: srv}, nil
 }
 
-// machineLoader returns the loader of the longest entry matching mac.
-func machineLoader(ms []DHCPMachine, mac net.HardwareAddr) dhcp.Loader {
-	best, l := -1, dhcp.LoaderAuto
+// machineLoader returns the loader of the longest entry matching mac, or def.
+func machineLoader(ms []DHCPMachine, mac net.HardwareAddr, def dhcp.Loader) dhcp.Loader {
+	best, l := -1, def
 	for _, m := range ms {
 		if len(m.MAC) > best && len(mac) == 6 && len(m.MAC) > 0 && bytes.HasPrefix(mac, m.MAC) {
 			best, l = len(m.MAC), m.Loader

@@ -37,9 +37,10 @@ func TestMachineLoader(t *testing.T) {
 		{MAC: net.HardwareAddr{0x52, 0x54, 0x00}, Loader: dhcp.LoaderIPXE},
 		{MAC: net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}, Loader: dhcp.LoaderNone},
 	}
-	assert.Equal(t, dhcp.LoaderNone, machineLoader(ms, net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}))
-	assert.Equal(t, dhcp.LoaderIPXE, machineLoader(ms, net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x57}))
-	assert.Equal(t, dhcp.LoaderAuto, machineLoader(ms, net.HardwareAddr{0x02, 0, 0, 0, 0, 1}))
+	assert.Equal(t, dhcp.LoaderNone, machineLoader(ms, net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}, dhcp.LoaderAuto))
+	assert.Equal(t, dhcp.LoaderIPXE, machineLoader(ms, net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x57}, dhcp.LoaderAuto))
+	assert.Equal(t, dhcp.LoaderAuto, machineLoader(ms, net.HardwareAddr{0x02, 0, 0, 0, 0, 1}, dhcp.LoaderAuto))
+	assert.Equal(t, dhcp.LoaderPXELinux, machineLoader(ms, net.HardwareAddr{0x02, 0, 0, 0, 0, 1}, dhcp.LoaderPXELinux))
 }
 
 func TestNewDHCPService(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 type bootFlags struct {
 	dhcp      string
 	dhcpIface string
+	loader    string
 	dhcpRange string
 	dhcpNet   string
 	dhcpRtr   string
@@ -30,6 +31,7 @@ type bootFlags struct {
 func (b *bootFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.dhcp, "dhcp", "off", "answer DHCP: off (the site's DHCP server sends next-server and the boot file), proxy (proxyDHCP beside the site's DHCP server: PXE and HTTP boot clients only, no addresses), server (full DHCP server for an isolated lab: needs -dhcp-range)")
 	fs.StringVar(&b.dhcpIface, "dhcp-iface", "", "interface to answer DHCP on (default: the only one with an IPv4 address)")
+	fs.StringVar(&b.loader, "dhcp-loader", "auto", "boot loader the DHCP answers send machines to: auto (iPXE clients boot.ipxe over HTTP, BIOS pxelinux.0, UEFI shim and GRUB), pxelinux, shim, ipxe or none")
 	fs.StringVar(&b.dhcpRange, "dhcp-range", "", "with -dhcp server: addresses to hand out, FIRST-LAST, such as 192.0.2.100-192.0.2.199")
 	fs.StringVar(&b.dhcpNet, "dhcp-subnet", "", "with -dhcp server: the clients' subnet, such as 192.0.2.0/24 (default: -server-ip's /24)")
 	fs.StringVar(&b.dhcpRtr, "dhcp-router", "", "with -dhcp server: default gateway sent to clients (default: none)")
@@ -97,8 +99,12 @@ func (b *bootFlags) services(e *env, serverIP netip.Addr, tftpRoot string) (*boo
 	if !serverIP.IsValid() {
 		return nil, nil, usageError{errors.New("-dhcp needs -server-ip: clients load their boot files from it")}
 	}
+	loader, ok := dhcp.ParseLoader(b.loader)
+	if !ok {
+		return nil, nil, usageError{fmt.Errorf("-dhcp-loader %q: want auto, pxelinux, shim, ipxe or none", b.loader)}
+	}
 	o := bootserver.DHCPOptions{
-		Mode: mode, Interface: b.dhcpIface, ServerIP: serverIP, HTTPURL: httpURL,
+		Mode: mode, Interface: b.dhcpIface, ServerIP: serverIP, HTTPURL: httpURL, Loader: loader,
 		Logger: e.log.With("proto", "dhcp"),
 	}
 	if mode == bootserver.DHCPServer {

@@ -29,6 +29,7 @@ func TestBootFlagsServices(t *testing.T) {
 		{name: "proxy", flags: bootFlags{dhcp: "proxy", dhcpIface: "lo"}, http: ":80", dhcp: bootserver.DHCPProxy},
 		{name: "server", flags: bootFlags{dhcp: "server", dhcpIface: "lo", dhcpRange: "192.0.2.100-192.0.2.110", httpAddr: ":8080"}, http: ":8080", dhcp: bootserver.DHCPServer, lab: "192.0.2.0/24 192.0.2.100-192.0.2.110"},
 		{name: "bad mode", flags: bootFlags{dhcp: "on"}, errMatch: `DHCP mode "on"`},
+		{name: "bad loader", flags: bootFlags{dhcp: "proxy", dhcpIface: "lo", loader: "grub"}, errMatch: `-dhcp-loader "grub"`},
 		{name: "server without range", flags: bootFlags{dhcp: "server", dhcpIface: "lo"}, errMatch: "-dhcp server needs -dhcp-range"},
 		{name: "bad range", flags: bootFlags{dhcp: "server", dhcpIface: "lo", dhcpRange: "192.0.2.9"}, errMatch: "want FIRST-LAST"},
 	} {
