@@ -211,7 +211,7 @@ func (s *Server) Serve(pc net.PacketConn) error {
 			continue
 		}
 		if _, err := pc.WriteTo(reply.ToBytes(), net.UDPAddrFromAddrPort(to)); err != nil {
-			log.Warn("dhcp: send reply", "client", reply.ClientHWAddr, "to", to, "err", err)
+			log.Warn("dhcp: send reply", "client", reply.ClientHWAddr.String(), "to", to, "err", err)
 		}
 	}
 }
@@ -267,7 +267,7 @@ func (s *Server) handle(b []byte, port int, from netip.AddrPort, now time.Time) 
 	}
 	if reply == nil {
 		s.ignored.Add(1)
-		log.Debug("dhcp: not answered", "client", c.MAC, "type", req.MessageType(), "class", c.Class, "arch", c.Arch, "why", why)
+		log.Debug("dhcp: not answered", "client", c.MAC.String(), "type", req.MessageType(), "class", c.Class, "arch", c.Arch, "why", why)
 		return nil, netip.AddrPort{}
 	}
 	switch reply.MessageType() {
@@ -290,7 +290,7 @@ func (s *Server) handle(b []byte, port int, from netip.AddrPort, now time.Time) 
 	case ci.IsValid() && !ci.IsUnspecified() && reply.MessageType() != dhcpv4.MessageTypeNak:
 		to = netip.AddrPortFrom(ci, ClientPort)
 	}
-	log.Info("dhcp: answered", "client", c.MAC, "type", reply.MessageType(), "firmware", c.Firmware,
+	log.Info("dhcp: answered", "client", c.MAC.String(), "type", reply.MessageType(), "firmware", c.Firmware,
 		"arch", uint16(c.Arch), "ipxe", c.IPXE, "address", reply.YourIPAddr, "file", reply.BootFileName, "to", to)
 	return reply, to
 }
