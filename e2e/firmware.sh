@@ -153,7 +153,8 @@ if [ -d /sys/firmware/efi ]; then
 	v=/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c
 	if [ -f \$v ]; then
 		# 4 bytes of attributes, then the value: 1 when Secure Boot is enforced.
-		echo "secureboot-var: \$(\$bb od -An -tu1 -j4 -N1 \$v | \$bb tr -d ' ')"
+		set -- \$(\$bb od -An -tu1 \$v)
+		echo "secureboot-var: \$5 (bytes: \$*)"
 	else
 		echo "secureboot-var: unreadable"
 	fi
@@ -228,7 +229,7 @@ check_guest() { # check_guest BOOT
 	bios-*) grep -qx 'firmware: bios' "$out" || { log "$boot: guest did not boot from BIOS"; return 1; } ;;
 	uefi-sb*)
 		grep -qx 'firmware: efi' "$out" || { log "$boot: /sys/firmware/efi missing"; return 1; }
-		grep -qx 'secureboot-var: 1' "$out" || { log "$boot: SecureBoot variable is not 1: $(grep secureboot "$out")"; return 1; }
+		grep -q '^secureboot-var: 1 ' "$out" || { log "$boot: SecureBoot variable is not 1: $(grep secureboot "$out")"; return 1; }
 		;;
 	esac
 	# Where the boot information came from: the proxy answered, dnsmasq sent no file.
