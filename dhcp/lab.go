@@ -7,12 +7,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/netroot/netroot/internal/atomicfile"
 )
 
 // Lab configures the full DHCP server for an isolated lab network, where no other DHCP server
@@ -203,7 +204,7 @@ func (t *leaseTable) release(mac string, a netip.Addr, now time.Time, declined b
 	return nil
 }
 
-// save writes the unexpired leases to the lease file through a temporary file and a rename.
+// save writes the unexpired leases to the lease file atomically and durably.
 func (t *leaseTable) save(now time.Time) error {
 	if t.lab.LeaseFile == "" {
 		return nil
@@ -219,29 +220,8 @@ func (t *leaseTable) save(now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("dhcp: %w", err)
 	}
-	dir := filepath.Dir(t.lab.LeaseFile)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(t.lab.LeaseFile)+".tmp-*")
-	if err != nil {
+	if err := atomicfile.WriteFile(t.lab.LeaseFile, append(data, '\n'), 0o644); err != nil {
 		return fmt.Errorf("dhcp: lease file: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("dhcp: lease file: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("dhcp: lease file: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("dhcp: lease file: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), t.lab.LeaseFile); err != nil {
-		return fmt.Errorf("dhcp: lease file: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
 	}
 	return nil
 }
