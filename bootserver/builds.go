@@ -90,6 +90,14 @@ func (s *Server) currentIDs() []string {
 	return ids
 }
 
+// selector is what chooses m's build: its Image, or the default image's.
+func (s *Server) selector(m Machine) string {
+	if m.Image == "" {
+		return s.Image
+	}
+	return m.Image
+}
+
 type reloadKind int
 
 const (
@@ -130,14 +138,14 @@ func (s *Server) reload(ctx context.Context, kind reloadKind) error {
 	// What each selector wants now.
 	selectors := []string{s.Image}
 	for _, m := range s.Machines {
-		if !slices.Contains(selectors, m.Image) {
-			selectors = append(selectors, m.Image)
+		if sel := s.selector(m); !slices.Contains(selectors, sel) {
+			selectors = append(selectors, sel)
 		}
 	}
 	want := map[string]BuildInfo{}
 	var errs []error
 	for _, sel := range selectors {
-		info, err := choose(infos, sel, arch)
+		info, err := Choose(infos, sel, arch)
 		if err != nil {
 			if kind == reloadInitial {
 				return err
@@ -268,9 +276,15 @@ func exportName(b *build) string {
 	return b.export.Name
 }
 
-// choose picks the build sel asks for among infos: a build ID, the newest build of an image
-// name for arch, or ("") the newest build of the only image name for arch.
-func choose(infos []BuildInfo, sel, arch string) (BuildInfo, error) {
+// Choose picks the build image asks for among infos, as Server.Image does: a build ID
+// NAME.ARCH-VERSION, the newest build of an image name for arch, or ("") the newest build of
+// the only image name for arch; when there are several names, the error lists them. Empty arch
+// means HostArch.
+func Choose(infos []BuildInfo, image, arch string) (BuildInfo, error) {
+	if arch == "" {
+		arch = HostArch()
+	}
+	sel := image
 	if sel != "" && strings.Contains(sel, "-") {
 		if id, err := ParseBuildID(sel); err == nil {
 			for _, in := range infos {
@@ -398,6 +412,11 @@ func (s *Server) stage(ctx context.Context, c Content, rel string) error {
 	if c.Path != "" {
 		// A fresh folder per build: a hard link when the TFTP root shares the build's file
 		// system, else a copy (copy_file_range, which some file systems turn into a clone).
+		if a, err := os.Stat(c.Path); err == nil {
+			if b, err := os.Stat(dst); err == nil && os.SameFile(a, b) {
+				return nil
+			}
+		}
 		if atomicfile.Link(c.Path, dst) == nil {
 			return nil
 		}
@@ -428,11 +447,15 @@ func (s *Server) stage(ctx context.Context, c Content, rel string) error {
 
 // sweep retires old builds nobody uses any more (all of them when final).
 func (s *Server) sweep(final bool) {
+	// Not while a reload publishes builds that are not current yet.
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 	now := time.Now()
 	var gone []*build
 	s.mu.Lock()
 	for id, b := range s.builds {
-		if !final && (b.current || b.clients > 0 || now.Sub(b.idleSince) < s.grace() || now.Sub(b.lastLeft) < s.grace()) {
+		if !final && (b.current || b.clients > 0 || now.Sub(b.idleSince) < s.grace() || now.Sub(b.lastLeft) < s.grace() ||
+			b.export != nil && now.Sub(s.exports.lookedUp(b.export.Name)) < s.grace()) {
 			continue
 		}
 		delete(s.builds, id)

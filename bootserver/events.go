@@ -16,6 +16,7 @@ const (
 	BuildRejected                      // a build failed to open (Err); what ran before keeps running
 	BuildRetired                       // an old build's export, files and image were removed
 	ConfigWritten                      // a boot configuration file was written (File)
+	Ready                              // the group serves: every server listens, the first builds are published
 
 	// Clients.
 	TFTPTransfer   // a TFTP read finished (File, Bytes, Err; Err wraps tftp.ErrFileNotFound for a miss)
@@ -23,13 +24,14 @@ const (
 	NBDDetach      // an NBD client's connection to Build's export ended
 	AoEDiscover    // an AoE initiator (Client, a MAC address) found Build's device
 	ServiceStopped // a service of the group stopped (File names it; Err why)
+	HTTPRequest    // an HTTP request for a boot file finished (Client, File, Bytes, Err)
 )
 
 var eventNames = [...]string{
 	BuildReady: "build-ready", BuildCurrent: "build-current", BuildRejected: "build-rejected",
-	BuildRetired: "build-retired", ConfigWritten: "config-written", TFTPTransfer: "tftp-transfer",
+	BuildRetired: "build-retired", ConfigWritten: "config-written", Ready: "ready", TFTPTransfer: "tftp-transfer",
 	NBDAttach: "nbd-attach", NBDDetach: "nbd-detach", AoEDiscover: "aoe-discover",
-	ServiceStopped: "service-stopped",
+	ServiceStopped: "service-stopped", HTTPRequest: "http-request",
 }
 
 func (k EventKind) String() string {
@@ -40,7 +42,7 @@ func (k EventKind) String() string {
 }
 
 // Event is one thing that happened in a Server, for status pages and logs. Fields that do not
-// apply to the Kind are zero.
+// apply to the Kind are zero. Services report their own events with Server.Emit.
 type Event struct {
 	Time   time.Time
 	Kind   EventKind

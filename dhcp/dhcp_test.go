@@ -296,11 +296,11 @@ func TestLabLeases(t *testing.T) {
 	nak, _ := s.handle(r.ToBytes(), 67, netip.MustParseAddrPort("0.0.0.0:68"), testNow)
 	require.NotNil(t, nak)
 	assert.Equal(t, dhcpv4.MessageTypeNak, nak.MessageType())
-	assert.Equal(t, 2, s.Stats().Leases)
+	assert.Equal(t, 2, s.Stats().ActiveLeases)
 
 	// A restarted server reads the leases back and gives each client its address again.
 	s2 := labServer(t, file)
-	assert.Equal(t, 2, s2.Stats().Leases)
+	assert.Equal(t, 2, s2.Stats().ActiveLeases)
 	_, ack = exchange(s2, mac2)
 	require.NotNil(t, ack)
 	assert.Equal(t, "192.0.2.3", ack.YourIPAddr.String())

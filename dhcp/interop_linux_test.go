@@ -399,7 +399,7 @@ func TestInteropLabUdhcpc(t *testing.T) {
 		srv.Close()
 		<-done
 	}()
-	assert.Equal(t, 1, srv.Stats().Leases)
+	assert.Equal(t, 1, srv.Stats().ActiveLeases)
 	other := s.host(t, "other", "")
 	out = udhcpc(t, s, busybox, other, "-V", "HTTPClient:Arch:00016:UNDI:003001", "-x", "0x5d:0010")
 	assert.Contains(t, out, "ip=192.0.2.51")

@@ -67,13 +67,13 @@ type Server struct {
 
 // Stats is a snapshot of a server's counters since it started.
 type Stats struct {
-	Received  uint64 // packets read
-	Malformed uint64 // packets that are not DHCP requests
-	Ignored   uint64 // requests not answered (not a boot client, another server's, no loader)
-	Offers    uint64 // DHCPOFFERs sent
-	Acks      uint64 // DHCPACKs sent
-	Naks      uint64 // DHCPNAKs sent (lab mode)
-	Leases    int    // addresses leased now (lab mode)
+	Received     uint64 // packets read
+	Malformed    uint64 // packets that are not DHCP requests
+	Ignored      uint64 // requests not answered (not a boot client, another server's, no loader)
+	Offers       uint64 // DHCPOFFERs sent
+	Acks         uint64 // DHCPACKs sent
+	Naks         uint64 // DHCPNAKs sent (lab mode)
+	ActiveLeases int    // addresses leased now (lab mode)
 }
 
 // Stats returns the server's counters.
@@ -88,7 +88,7 @@ func (s *Server) Stats() Stats {
 		Naks:      s.naks.Load(),
 	}
 	if s.leases != nil {
-		st.Leases = s.leases.count(time.Now())
+		st.ActiveLeases = s.leases.count(time.Now())
 	}
 	return st
 }
