@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/netroot/netroot/aoe"
+	"github.com/netroot/netroot/dhcp"
 	"github.com/netroot/netroot/nbd"
 	"github.com/netroot/netroot/tftp"
 )
@@ -183,6 +184,40 @@ func AoECollector(stats func() aoe.Stats) prometheus.Collector {
 			func(s *aoe.Stats) float64 { return float64(s.SectorsRead) * aoe.SectorSize }),
 		one("netroot_aoe_written_bytes_total", "Bytes AoE initiators wrote to the target's devices.", counter,
 			func(s *aoe.Stats) float64 { return float64(s.SectorsWritten) * aoe.SectorSize }),
+	}}
+}
+
+// HTTPCollector exports an HTTPServer's Stats.
+func HTTPCollector(stats func() HTTPStats) prometheus.Collector {
+	return &statsCollector[HTTPStats]{snapshot: stats, metrics: []metric[HTTPStats]{
+		labelled("netroot_http_requests_total", "HTTP requests for boot files, by result: ok, not_found (404) or error (another error status).",
+			counter, []string{"result"}, func(s *HTTPStats, emit func(float64, ...string)) {
+				emit(max(0, float64(s.Requests)-float64(s.NotFound)-float64(s.Failed)), "ok")
+				emit(float64(s.NotFound), "not_found")
+				emit(float64(s.Failed), "error")
+			}),
+		one("netroot_http_sent_bytes_total", "Boot file bytes sent over HTTP.", counter,
+			func(s *HTTPStats) float64 { return float64(s.BytesSent) }),
+	}}
+}
+
+// DHCPCollector exports a dhcp.Server's Stats.
+func DHCPCollector(stats func() dhcp.Stats) prometheus.Collector {
+	return &statsCollector[dhcp.Stats]{snapshot: stats, metrics: []metric[dhcp.Stats]{
+		one("netroot_dhcp_received_packets_total", "DHCP packets received.", counter,
+			func(s *dhcp.Stats) float64 { return float64(s.Received) }),
+		one("netroot_dhcp_malformed_packets_total", "Packets on the DHCP ports that are not DHCP requests.", counter,
+			func(s *dhcp.Stats) float64 { return float64(s.Malformed) }),
+		one("netroot_dhcp_ignored_requests_total", "DHCP requests not answered: not a network-boot client, another server's, or no boot loader for it.", counter,
+			func(s *dhcp.Stats) float64 { return float64(s.Ignored) }),
+		labelled("netroot_dhcp_replies_total", "DHCP replies sent, by type: offer, ack or nak.",
+			counter, []string{"type"}, func(s *dhcp.Stats, emit func(float64, ...string)) {
+				emit(float64(s.Offers), "offer")
+				emit(float64(s.Acks), "ack")
+				emit(float64(s.Naks), "nak")
+			}),
+		one("netroot_dhcp_leases", "Addresses leased now (lab DHCP server mode).", gauge,
+			func(s *dhcp.Stats) float64 { return float64(s.ActiveLeases) }),
 	}}
 }
 

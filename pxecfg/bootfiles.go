@@ -41,11 +41,12 @@ func (f Firmware) String() string {
 	return "Firmware(" + strconv.Itoa(int(f)) + ")"
 }
 
-// BootFile is a boot loader file a TFTP root needs and where Debian installs it.
+// BootFile is a boot loader file a TFTP root needs and where a distribution installs it.
 type BootFile struct {
 	Name    string // path under the boot loader's folder in the TFTP root, '/'-separated
 	Source  string // absolute path of the installed file
-	Package string // Debian package that installs Source
+	Package string // package that installs Source
+	Install string // command that installs Package ("zypper install", "dnf install"); "" means apt-get install
 }
 
 // Where Debian 12 installs the boot loaders.
@@ -64,18 +65,16 @@ func BootFiles(fw Firmware, c *Config) ([]BootFile, error) {
 	case BIOS:
 		modDir = syslinuxModules + "/bios"
 		files = append(files,
-			BootFile{"pxelinux.0", "/usr/lib/PXELINUX/pxelinux.0", "pxelinux"},
-			BootFile{"ldlinux.c32", modDir + "/ldlinux.c32", pkgCommon})
+			BootFile{Name: "pxelinux.0", Source: "/usr/lib/PXELINUX/pxelinux.0", Package: "pxelinux"},
+			BootFile{Name: "ldlinux.c32", Source: modDir + "/ldlinux.c32", Package: pkgCommon})
 	case UEFI64:
 		modDir = syslinuxModules + "/efi64"
 		files = append(files,
-			BootFile{"syslinux.efi", "/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi", "syslinux-efi"},
-			BootFile{"ldlinux.e64", modDir + "/ldlinux.e64", pkgCommon})
+			BootFile{Name: "syslinux.efi", Source: "/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi", Package: "syslinux-efi"},
+			BootFile{Name: "ldlinux.e64", Source: modDir + "/ldlinux.e64", Package: pkgCommon})
 	case UEFI64GRUB:
-		return []BootFile{
-			{"bootx64.efi", "/usr/lib/shim/shimx64.efi.signed", "shim-signed"},
-			{"grubx64.efi", "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed", "grub-efi-amd64-signed"},
-		}, nil
+		// Debian's; [FindSignedLoader] looks up other distributions' and a folder.
+		return SignedLoaders("x64")[0].Files(), nil
 	default:
 		return nil, fmt.Errorf("pxecfg: unknown firmware %v", fw)
 	}
@@ -90,7 +89,7 @@ func BootFiles(fw Firmware, c *Config) ([]BootFile, error) {
 		if !filepath.IsLocal(filepath.FromSlash(name)) {
 			return fmt.Errorf("pxecfg: module %q leaves the TFTP root", name)
 		}
-		f := BootFile{name, modDir + "/" + path.Base(name), pkgCommon}
+		f := BootFile{Name: name, Source: modDir + "/" + path.Base(name), Package: pkgCommon}
 		if !slices.Contains(files, f) {
 			files = append(files, f)
 		}
@@ -116,7 +115,7 @@ type MissingError struct {
 	Files []BootFile
 }
 
-// Packages returns the Debian packages to install, each once.
+// Packages returns the packages to install, each once.
 func (e *MissingError) Packages() []string {
 	var pkgs []string
 	for _, f := range e.Files {
@@ -127,13 +126,43 @@ func (e *MissingError) Packages() []string {
 	return pkgs
 }
 
+// Commands returns the commands that install the missing packages, one per package manager.
+func (e *MissingError) Commands() []string {
+	var order []string
+	pkgs := map[string][]string{}
+	for _, f := range e.Files {
+		in := f.Install
+		if in == "" {
+			in = installApt
+		}
+		if !slices.Contains(order, in) {
+			order = append(order, in)
+		}
+		if !slices.Contains(pkgs[in], f.Package) {
+			pkgs[in] = append(pkgs[in], f.Package)
+		}
+	}
+	cmds := make([]string, len(order))
+	for i, in := range order {
+		cmds[i] = in + " " + strings.Join(pkgs[in], " ")
+	}
+	return cmds
+}
+
 func (e *MissingError) Error() string {
 	parts := make([]string, len(e.Files))
 	for i, f := range e.Files {
-		parts[i] = fmt.Sprintf("%s (for %s, Debian package %s)", f.Source, f.Name, f.Package)
+		kind := "Debian package"
+		switch f.Install {
+		case installZypper:
+			kind = "SUSE package"
+		case installDnf:
+			kind = "Fedora/RHEL package"
+		}
+		parts[i] = fmt.Sprintf("%s (for %s, %s %s)", f.Source, f.Name, kind, f.Package)
 	}
 	return "pxecfg: missing boot loader files: " + strings.Join(parts, "; ") +
-		"; install with: apt-get install " + strings.Join(e.Packages(), " ")
+		"; install with: " + strings.Join(e.Commands(), "; ")
 }
 
 // InstallBootFiles copies files into dir, atomically each, and also the library modules that
@@ -177,7 +206,7 @@ func InstallBootFiles(dir string, files []BootFile) ([]string, error) {
 			}
 			for _, d := range deps {
 				// Libraries are looked up in the folder of ldlinux, which is dir's top.
-				queue = append(queue, BootFile{d, filepath.Join(filepath.Dir(f.Source), d), f.Package})
+				queue = append(queue, BootFile{Name: d, Source: filepath.Join(filepath.Dir(f.Source), d), Package: f.Package, Install: f.Install})
 			}
 		}
 	}

@@ -28,6 +28,7 @@ type serveConfig struct {
 	stage stageFlags
 	root  rootFlags
 	pxe   pxeFlags
+	boot  bootFlags
 
 	serverIP        string
 	tftpAddr        string
@@ -64,6 +65,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	c.stage.register(fs, defaultTFTPRoot)
 	c.root.register(fs, false)
 	c.pxe.register(fs)
+	c.boot.register(fs)
 	fs.StringVar(&c.serverIP, "server-ip", "", "IPv4 address of this server as clients reach it (required with NBD; must be on a local interface)")
 	fs.StringVar(&c.tftpAddr, "tftp-addr", ":69", "TFTP listen address (port 69 needs root or CAP_NET_BIND_SERVICE)")
 	fs.BoolVar(&c.nbd, "nbd", true, "serve the root image over NBD")
@@ -210,6 +212,10 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	if err != nil {
 		return err
 	}
+	httpSrv, dhcpSvc, err := c.boot.services(e, serverIP, c.stage.tftpRoot)
+	if err != nil {
+		return err
+	}
 	if len(c.kis.dirs) == 0 && c.store.url == "" {
 		return usageError{errors.New("-kis DIR is required (or -store s3://BUCKET/PREFIX)")}
 	}
@@ -225,6 +231,12 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 			return usageError{fmt.Errorf("-mac %q: %w", m, err)}
 		}
 		machines = append(machines, bootserver.Machine{MAC: hw})
+	}
+	if !c.noBootloader {
+		// The signed shim and GRUB for UEFI clients (Secure Boot on or off).
+		if err := c.boot.installSignedLoaders(e, c.stage.tftpRoot, c.sysroot, false); err != nil {
+			return err
+		}
 	}
 	formats, clients, err := c.pxe.formatsAndClients()
 	if err != nil {
@@ -270,10 +282,23 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	if c.defaultRoot == "aoe" {
 		srv.DefaultRoot = overlaycmdline.KindAoE
 	}
+	// HTTP and DHCP for UEFI, HTTP boot and iPXE clients.
+	if httpSrv != nil {
+		srv.Services = append(srv.Services, httpSrv)
+	}
+	if dhcpSvc != nil {
+		srv.Services = append(srv.Services, dhcpSvc)
+	}
 	if c.metricsAddr != "" {
 		reg := newRegistry()
 		if err := serveRegistry(ctx, e, c.metricsAddr, reg, srv.StatusHandler()); err != nil {
 			return err
+		}
+		if httpSrv != nil {
+			reg.MustRegister(bootserver.HTTPCollector(httpSrv.Stats))
+		}
+		if dhcpSvc != nil {
+			reg.MustRegister(bootserver.DHCPCollector(dhcpSvc.Server().Stats))
 		}
 		srv.Registerer = reg
 	}
