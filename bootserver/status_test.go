@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/netroot/netroot/bootserver"
+	"github.com/netroot/netroot/dhcp"
 	"github.com/netroot/netroot/internal/peertest"
 	"github.com/netroot/netroot/nbd"
 	"github.com/netroot/netroot/tftp"
@@ -105,7 +106,9 @@ func TestStatus(t *testing.T) {
 func TestMetricsFollowConventions(t *testing.T) {
 	srv, build, _ := statusServer(t)
 	reg := srv.Registerer.(*prometheus.Registry)
-	reg.MustRegister(bootserver.BuildInfoCollector())
+	reg.MustRegister(bootserver.BuildInfoCollector(),
+		bootserver.HTTPCollector(func() bootserver.HTTPStats { return bootserver.HTTPStats{Requests: 5, NotFound: 2, BytesSent: 100} }),
+		bootserver.DHCPCollector(func() dhcp.Stats { return dhcp.Stats{Received: 3, Offers: 1, Acks: 1} }))
 	problems, err := testutil.GatherAndLint(reg)
 	require.NoError(t, err)
 	assert.Empty(t, problems)
@@ -116,6 +119,8 @@ func TestMetricsFollowConventions(t *testing.T) {
 	assert.Contains(t, text, `netroot_nbd_requests_total{command="read"}`)
 	assert.Contains(t, text, `netroot_nbd_refused_clients_total{reason="unknown_export"} 0`)
 	assert.Contains(t, text, `netroot_build_info{goversion=`)
+	assert.Contains(t, text, `netroot_http_requests_total{result="ok"} 3`)
+	assert.Contains(t, text, `netroot_dhcp_replies_total{type="offer"} 1`)
 
 	// promtool, the Prometheus project's own checker, when installed (required in CI).
 	promtool := peertest.Program(t, "promtool", "prometheus")
