@@ -21,7 +21,8 @@
 # default ext4), E2E_BOOTS (nbd, aoe; default both), E2E_TIMEOUT (seconds per boot until the
 # marker, default 600), E2E_ACCEL (qemu accelerator, default tcg), E2E_CACHE (build cache,
 # default /var/cache/netroot-e2e), E2E_KEEP=1 (keep the work folder even on success),
-# E2E_NETROOT_FLAGS (extra flags for `netroot serve`).
+# E2E_NETROOT_FLAGS (extra flags for `netroot serve`), E2E_KIWI_TARGET (boot this KIWI target
+# directory, a KIS build of an image like e2e/kiwi/'s, instead of building one; one profile only).
 #
 # Prints per boot the time from qemu start to the marker, and the time the KIWI build took (or
 # that it was cached). Exit status 0 only when every boot passed. Needs root; the Debian
@@ -38,6 +39,7 @@ E2E_TIMEOUT=${E2E_TIMEOUT:-600}
 E2E_ACCEL=${E2E_ACCEL:-tcg}
 E2E_KEEP=${E2E_KEEP:-0}
 E2E_NETROOT_FLAGS=${E2E_NETROOT_FLAGS:-}
+E2E_KIWI_TARGET=${E2E_KIWI_TARGET:-}
 
 SERVER_IP=192.0.2.1
 NETMASK=255.255.255.0
@@ -167,9 +169,14 @@ trap 'log "interrupted"; exit 130' INT TERM
 declare -A kisdir buildtime
 for p in "${profiles[@]}"; do
 	t=$SECONDS
-	kisdir[$p]=$(bash "$HERE/kiwi/build.sh" "$p" | tail -1)
+	if [[ -n $E2E_KIWI_TARGET ]]; then
+		((${#profiles[@]} == 1)) || die "E2E_KIWI_TARGET needs exactly one profile in E2E_KIWI_PROFILES"
+		kisdir[$p]=$E2E_KIWI_TARGET
+	else
+		kisdir[$p]=$(bash "$HERE/kiwi/build.sh" "$p" | tail -1)
+	fi
 	buildtime[$p]=$((SECONDS - t))
-	[[ -f ${kisdir[$p]}/kiwi.result ]] || die "e2e/kiwi/build.sh $p gave no KIWI target directory"
+	[[ -d ${kisdir[$p]} ]] || die "no KIWI target directory for profile $p (${kisdir[$p]})"
 	log "KIWI build $p: ${kisdir[$p]} (${buildtime[$p]} s)"
 done
 

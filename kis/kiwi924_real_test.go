@@ -1,0 +1,117 @@
+package kis_test
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/netroot/netroot/kis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// realTarget rebuilds in a temporary directory the target directory a real `kiwi-ng system
+// build` left (testdata/kiwi924-*/listing.txt: mode, size and name of every entry, as `stat -c
+// '%a %s %n'` printed them): the small files KIWI wrote (.append, .md5, .packages, .verified,
+// kiwi.result.json) with their real content from the testdata folder, the others as sparse
+// stand-ins of the real size, every file with its real mode.
+func realTarget(t *testing.T, name string) string {
+	t.Helper()
+	src := filepath.Join("testdata", name)
+	f, err := os.Open(filepath.Join(src, "listing.txt"))
+	require.NoError(t, err)
+	defer f.Close()
+	dir := t.TempDir()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fields := strings.Fields(line)
+		require.Len(t, fields, 3, line)
+		mode, err := strconv.ParseUint(fields[0], 8, 32)
+		require.NoError(t, err, line)
+		size, err := strconv.ParseInt(fields[1], 10, 64)
+		require.NoError(t, err, line)
+		p := filepath.Join(dir, fields[2])
+		if strings.HasSuffix(fields[2], "/") {
+			require.NoError(t, os.MkdirAll(p, os.FileMode(mode)))
+			continue
+		}
+		if real, err := os.ReadFile(filepath.Join(src, fields[2])); err == nil {
+			require.Len(t, real, int(size), "testdata %s is the file of the listing", fields[2])
+			require.NoError(t, os.WriteFile(p, real, 0o644))
+		} else {
+			require.NoError(t, os.WriteFile(p, nil, 0o644))
+			require.NoError(t, os.Truncate(p, size))
+		}
+		require.NoError(t, os.Chmod(p, os.FileMode(mode)))
+	}
+	require.NoError(t, sc.Err())
+	return dir
+}
+
+// TestKIWI924RealExt4 checks what kis makes of the files Debian's kiwi 9.24.56 wrote for the
+// ext4 profile of e2e/kiwi/ (see testdata/kiwi924-ext4/README).
+func TestKIWI924RealExt4(t *testing.T) {
+	dir := realTarget(t, "kiwi924-ext4")
+	const id = "netroot-e2e.x86_64-1.0.0"
+	p := func(s string) string { return filepath.Join(dir, s) }
+	builds, err := kis.Find(dir)
+	require.NoError(t, err)
+	want := kis.Build{
+		Dir: dir, Name: "netroot-e2e", Arch: "x86_64", Version: "1.0.0", KernelVersion: "6.1.0-50-amd64",
+		Kernel: p(id + "-6.1.0-50-amd64.kernel"), Initrd: p(id + ".initrd"), Image: p(id),
+		MD5: p(id + ".md5"), Append: p(id + ".append"), Packages: p(id + ".packages"),
+		Changes: p(id + ".changes"), Verified: p(id + ".verified"),
+	}
+	if _, err := os.Stat(p(id + ".tar.xz")); err == nil {
+		want.Bundle = p(id + ".tar.xz")
+	}
+	if _, err := os.Stat(p(kis.ResultFile)); err == nil {
+		want.Result = p(kis.ResultFile)
+	}
+	require.Equal(t, []kis.Build{want}, builds)
+	b := builds[0]
+
+	// "MD5 BLOCKS BLOCKSIZE\n", the blocks making up the image's size.
+	c, err := kis.ReadChecksum(b.MD5)
+	require.NoError(t, err)
+	st, err := os.Stat(b.Image)
+	require.NoError(t, err)
+	assert.Equal(t, st.Size(), c.Size())
+	assert.Equal(t, int64(8192), c.BlockSize)
+	assert.Zero(t, c.CompressedBlockSize, "not compressed")
+
+	// root=UUID=... then the description's kernelcmdline, no newline.
+	root, options, err := kis.ReadAppend(b)
+	require.NoError(t, err)
+	assert.Equal(t, "UUID=6be54cb3-d66e-4725-bf17-8cb4ca59bf23", root)
+	assert.Equal(t, []string{"console=ttyS0,115200", "rd.shell=0"}, options)
+
+	// The 0600 initrd is staged as a readable copy.
+	st, err = os.Stat(b.Initrd)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+	tftp := t.TempDir()
+	s, err := kis.Stage(context.Background(), b, tftp, nil)
+	require.NoError(t, err)
+	assert.Equal(t, kis.Linked, s.Kernel.Method)
+	assert.NotEqual(t, kis.Linked, s.Initrd.Method)
+	st, err = os.Stat(s.Initrd.File)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o644), st.Mode().Perm())
+	assert.Equal(t, int64(58901955), st.Size())
+	fh, err := os.Open(s.Initrd.File)
+	require.NoError(t, err)
+	defer fh.Close()
+	n, err := io.Copy(io.Discard, fh)
+	require.NoError(t, err)
+	assert.Equal(t, st.Size(), n)
+}
