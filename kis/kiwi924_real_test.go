@@ -71,13 +71,20 @@ func TestKIWI924RealExt4(t *testing.T) {
 		MD5: p(id + ".md5"), Append: p(id + ".append"), Packages: p(id + ".packages"),
 		Changes: p(id + ".changes"), Verified: p(id + ".verified"),
 	}
-	if _, err := os.Stat(p(id + ".tar.xz")); err == nil {
-		want.Bundle = p(id + ".tar.xz")
-	}
-	if _, err := os.Stat(p(kis.ResultFile)); err == nil {
-		want.Result = p(kis.ResultFile)
-	}
+	want.Bundle, want.Result = p(id+".tar.xz"), p(kis.ResultFile)
 	require.Equal(t, []kis.Build{want}, builds)
+
+	// kiwi.result.json names the bundle and the package lists by the absolute paths of the
+	// directory KIWI built in.
+	data, err := os.ReadFile(builds[0].Result)
+	require.NoError(t, err)
+	named, err := kis.ParseResult(data)
+	require.NoError(t, err)
+	var names []string
+	for _, f := range named {
+		names = append(names, f.String())
+	}
+	assert.ElementsMatch(t, []string{id + ".tar.xz", id + ".packages", id + ".changes", id + ".verified"}, names)
 	b := builds[0]
 
 	// "MD5 BLOCKS BLOCKSIZE\n", the blocks making up the image's size.
@@ -92,7 +99,7 @@ func TestKIWI924RealExt4(t *testing.T) {
 	// root=UUID=... then the description's kernelcmdline, no newline.
 	root, options, err := kis.ReadAppend(b)
 	require.NoError(t, err)
-	assert.Equal(t, "UUID=6be54cb3-d66e-4725-bf17-8cb4ca59bf23", root)
+	assert.Equal(t, "UUID=9d9e45f4-b802-46d2-92bc-6581d1e1b15a", root)
 	assert.Equal(t, []string{"console=ttyS0,115200", "rd.shell=0"}, options)
 
 	// The 0600 initrd is staged as a readable copy.
@@ -107,7 +114,7 @@ func TestKIWI924RealExt4(t *testing.T) {
 	st, err = os.Stat(s.Initrd.File)
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o644), st.Mode().Perm())
-	assert.Equal(t, int64(58901955), st.Size())
+	assert.Equal(t, int64(58904378), st.Size())
 	fh, err := os.Open(s.Initrd.File)
 	require.NoError(t, err)
 	defer fh.Close()

@@ -61,15 +61,27 @@ mirror() {
 MIRROR=${E2E_MIRROR:-$(mirror)}
 [[ -n $MIRROR ]] || die "no Debian mirror found in /etc/apt/sources.list(.d); set E2E_MIRROR"
 
-# The cache key: every file of the description (this script included), the profile, the mirror,
-# and the versions of the builder and of the image's packages as apt would pick them now.
-pkgs=$(grep -o '<package name="[^"]*"' "$HERE/config.xml" | cut -d'"' -f2 | sort -u)
+# The description as KIWI will read it, in a temporary folder: the mirror in place of @MIRROR@,
+# bootstrap/ packed as the bootstrap archive (owned by root whoever checked the clone out).
+desc=$(mktemp -d /tmp/netroot-kiwi-description.XXXXXX)
+trap 'rm -rf "$desc"' EXIT
+cp -a "$HERE/config.sh" "$HERE/root" "$HERE/kiwi.yml" "$desc/"
+sed "s|@MIRROR@|$MIRROR|" "$HERE/config.xml" >"$desc/config.xml"
+chown -R 0:0 "$desc"
+tar -C "$HERE/bootstrap" --owner=0 --group=0 --numeric-owner --sort=name --mtime=@0 \
+	-cf "$desc/bootstrap.tar" .
+
+# The cache key: RECIPE (bump it when a change to this script changes the result), the profile,
+# every file of the description and its x bits (what git keeps of modes), and the versions of
+# the builder and of the image's packages as apt would pick them now.
+RECIPE=1
+pkgs=$(grep -o '<package name="[^"]*"' "$desc/config.xml" | cut -d'"' -f2 | sort -u)
 versions=$(for p in kiwi debootstrap $pkgs; do
 	printf '%s %s\n' "$p" "$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/ { print $2 }')"
 done)
-files=$(cd "$HERE" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
-modes=$(cd "$HERE" && find . -type f -perm -u+x | LC_ALL=C sort) # git keeps only the x bit
-key=$(printf '%s\n' "$PROFILE" "$MIRROR" "$versions" "$files" "$modes" | sha256sum | cut -c1-16)
+files=$(cd "$desc" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+modes=$(cd "$desc" && find . -type f -perm -u+x | LC_ALL=C sort)
+key=$(printf '%s\n' "recipe $RECIPE" "$PROFILE" "$versions" "$files" "$modes" | sha256sum | cut -c1-16)
 out=$CACHE/kiwi-$PROFILE-$key
 
 done_build() { [[ -f $out/kiwi.result ]]; }
@@ -100,19 +112,10 @@ work=$(mktemp -d "$CACHE/kiwi-work.XXXXXX")
 cleanup() {
 	awk -v p="$work/" 'index($2, p) == 1 { print $2 }' /proc/mounts | sort -r |
 		while read -r m; do umount -l "$m" 2>/dev/null || true; done
-	rm -rf --one-file-system "$work"
+	rm -rf --one-file-system "$work" "$desc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# The description as KIWI reads it: the mirror in place of @MIRROR@, bootstrap/ as the
-# bootstrap archive (owned by root whoever checked the clone out).
-desc=$work/description
-mkdir -p "$desc"
-cp -a "$HERE/config.sh" "$HERE/root" "$desc/"
-sed "s|@MIRROR@|$MIRROR|" "$HERE/config.xml" >"$desc/config.xml"
-tar -C "$HERE/bootstrap" --owner=0 --group=0 --numeric-owner -cf "$desc/bootstrap.tar" .
-chown -R 0:0 "$desc/root"
 
 # KIWI imports the signing keys with gpg, which needs a home of its own.
 export GNUPGHOME=$work/gnupg
@@ -120,7 +123,7 @@ mkdir -m 700 "$GNUPGHOME"
 
 start=$SECONDS
 log "kiwi-ng system build, profile $PROFILE, from $MIRROR (several minutes; log $work/kiwi.log)"
-if ! kiwi-ng --profile "$PROFILE" --logfile "$work/kiwi.log" system build \
+if ! kiwi-ng --profile "$PROFILE" --config "$desc/kiwi.yml" --logfile "$work/kiwi.log" system build \
 	--description "$desc" --target-dir "$work/target" --signing-key "$KEYRING" >/dev/null 2>&1; then
 	grep -E 'ERROR|Error|error' "$work/kiwi.log" | tail -20 >&2 || true
 	tail -20 "$work/kiwi.log" >&2
