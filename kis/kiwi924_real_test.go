@@ -57,68 +57,86 @@ func realTarget(t *testing.T, name string) string {
 	return dir
 }
 
-// TestKIWI924RealExt4 checks what kis makes of the files Debian's kiwi 9.24.56 wrote for the
-// ext4 profile of e2e/kiwi/ (see testdata/kiwi924-ext4/README).
-func TestKIWI924RealExt4(t *testing.T) {
-	dir := realTarget(t, "kiwi924-ext4")
-	const id = "netroot-e2e.x86_64-1.0.0"
-	p := func(s string) string { return filepath.Join(dir, s) }
-	builds, err := kis.Find(dir)
-	require.NoError(t, err)
-	want := kis.Build{
-		Dir: dir, Name: "netroot-e2e", Arch: "x86_64", Version: "1.0.0", KernelVersion: "6.1.0-50-amd64",
-		Kernel: p(id + "-6.1.0-50-amd64.kernel"), Initrd: p(id + ".initrd"), Image: p(id),
-		MD5: p(id + ".md5"), Append: p(id + ".append"), Packages: p(id + ".packages"),
-		Changes: p(id + ".changes"), Verified: p(id + ".verified"),
+// TestKIWI924Real checks what kis makes of the files Debian's kiwi 9.24.56 wrote for the ext4 and
+// squashfs profiles of e2e/kiwi/ (see testdata/kiwi924-*/README).
+func TestKIWI924Real(t *testing.T) {
+	for _, tc := range []struct {
+		fs         string
+		blockSize  int64
+		initrdSize int64
+		root       string // from the .append; "" when KIWI wrote none
+	}{
+		{"ext4", 8192, 58904378, "UUID=9d9e45f4-b802-46d2-92bc-6581d1e1b15a"},
+	} {
+		t.Run(tc.fs, func(t *testing.T) {
+			dir := realTarget(t, "kiwi924-"+tc.fs)
+			const id = "netroot-e2e.x86_64-1.0.0"
+			p := func(s string) string { return filepath.Join(dir, s) }
+			builds, err := kis.Find(dir)
+			require.NoError(t, err)
+			want := kis.Build{
+				Dir: dir, Name: "netroot-e2e", Arch: "x86_64", Version: "1.0.0", KernelVersion: "6.1.0-50-amd64",
+				Kernel: p(id + "-6.1.0-50-amd64.kernel"), Initrd: p(id + ".initrd"), Image: p(id),
+				MD5: p(id + ".md5"), Packages: p(id + ".packages"), Changes: p(id + ".changes"),
+				Verified: p(id + ".verified"), Bundle: p(id + ".tar.xz"), Result: p(kis.ResultFile),
+			}
+			if tc.root != "" {
+				want.Append = p(id + ".append")
+			}
+			require.Equal(t, []kis.Build{want}, builds)
+			b := builds[0]
+
+			// kiwi.result.json names the bundle and the package lists by the absolute paths of
+			// the directory KIWI built in.
+			data, err := os.ReadFile(b.Result)
+			require.NoError(t, err)
+			named, err := kis.ParseResult(data)
+			require.NoError(t, err)
+			var names []string
+			for _, f := range named {
+				names = append(names, f.String())
+			}
+			assert.ElementsMatch(t, []string{id + ".tar.xz", id + ".packages", id + ".changes", id + ".verified"}, names)
+
+			// "MD5 BLOCKS BLOCKSIZE\n", the blocks making up the image's size.
+			c, err := kis.ReadChecksum(b.MD5)
+			require.NoError(t, err)
+			st, err := os.Stat(b.Image)
+			require.NoError(t, err)
+			assert.Equal(t, st.Size(), c.Size())
+			assert.Equal(t, tc.blockSize, c.BlockSize)
+			assert.Zero(t, c.CompressedBlockSize, "not compressed")
+
+			// root=UUID=... then the description's kernelcmdline, no newline; no .append and
+			// so no kernelcmdline for squashfs.
+			root, options, err := kis.ReadAppend(b)
+			require.NoError(t, err)
+			assert.Equal(t, tc.root, root)
+			if tc.root != "" {
+				assert.Equal(t, []string{"console=ttyS0,115200", "rd.shell=0"}, options)
+			} else {
+				assert.Empty(t, options)
+			}
+
+			// The 0600 initrd is staged as a readable copy.
+			st, err = os.Stat(b.Initrd)
+			require.NoError(t, err)
+			assert.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+			tftp := t.TempDir()
+			s, err := kis.Stage(context.Background(), b, tftp, nil)
+			require.NoError(t, err)
+			assert.Equal(t, kis.Linked, s.Kernel.Method)
+			assert.NotEqual(t, kis.Linked, s.Initrd.Method)
+			st, err = os.Stat(s.Initrd.File)
+			require.NoError(t, err)
+			assert.Equal(t, os.FileMode(0o644), st.Mode().Perm())
+			assert.Equal(t, tc.initrdSize, st.Size())
+			fh, err := os.Open(s.Initrd.File)
+			require.NoError(t, err)
+			defer fh.Close()
+			n, err := io.Copy(io.Discard, fh)
+			require.NoError(t, err)
+			assert.Equal(t, st.Size(), n)
+		})
 	}
-	want.Bundle, want.Result = p(id+".tar.xz"), p(kis.ResultFile)
-	require.Equal(t, []kis.Build{want}, builds)
-
-	// kiwi.result.json names the bundle and the package lists by the absolute paths of the
-	// directory KIWI built in.
-	data, err := os.ReadFile(builds[0].Result)
-	require.NoError(t, err)
-	named, err := kis.ParseResult(data)
-	require.NoError(t, err)
-	var names []string
-	for _, f := range named {
-		names = append(names, f.String())
-	}
-	assert.ElementsMatch(t, []string{id + ".tar.xz", id + ".packages", id + ".changes", id + ".verified"}, names)
-	b := builds[0]
-
-	// "MD5 BLOCKS BLOCKSIZE\n", the blocks making up the image's size.
-	c, err := kis.ReadChecksum(b.MD5)
-	require.NoError(t, err)
-	st, err := os.Stat(b.Image)
-	require.NoError(t, err)
-	assert.Equal(t, st.Size(), c.Size())
-	assert.Equal(t, int64(8192), c.BlockSize)
-	assert.Zero(t, c.CompressedBlockSize, "not compressed")
-
-	// root=UUID=... then the description's kernelcmdline, no newline.
-	root, options, err := kis.ReadAppend(b)
-	require.NoError(t, err)
-	assert.Equal(t, "UUID=9d9e45f4-b802-46d2-92bc-6581d1e1b15a", root)
-	assert.Equal(t, []string{"console=ttyS0,115200", "rd.shell=0"}, options)
-
-	// The 0600 initrd is staged as a readable copy.
-	st, err = os.Stat(b.Initrd)
-	require.NoError(t, err)
-	assert.Equal(t, os.FileMode(0o600), st.Mode().Perm())
-	tftp := t.TempDir()
-	s, err := kis.Stage(context.Background(), b, tftp, nil)
-	require.NoError(t, err)
-	assert.Equal(t, kis.Linked, s.Kernel.Method)
-	assert.NotEqual(t, kis.Linked, s.Initrd.Method)
-	st, err = os.Stat(s.Initrd.File)
-	require.NoError(t, err)
-	assert.Equal(t, os.FileMode(0o644), st.Mode().Perm())
-	assert.Equal(t, int64(58904378), st.Size())
-	fh, err := os.Open(s.Initrd.File)
-	require.NoError(t, err)
-	defer fh.Close()
-	n, err := io.Copy(io.Discard, fh)
-	require.NoError(t, err)
-	assert.Equal(t, st.Size(), n)
 }
