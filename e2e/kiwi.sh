@@ -18,7 +18,8 @@
 # minutes).
 #
 # Settings: E2E_KIWI_PROFILES (KIWI image profiles, space or comma separated: ext4, squashfs;
-# default ext4), E2E_BOOTS (nbd, aoe; default both), E2E_TIMEOUT (seconds per boot until the
+# default ext4: the squashfs image is a second KIWI build of many minutes; an ext4 root is not
+# booted over AoE, see e2e/kiwi/README.md), E2E_BOOTS (nbd, aoe; default both), E2E_TIMEOUT (seconds per boot until the
 # marker, default 600), E2E_ACCEL (qemu accelerator, default tcg), E2E_CACHE (build cache,
 # default /var/cache/netroot-e2e), E2E_KEEP=1 (keep the work folder even on success),
 # E2E_NETROOT_FLAGS (extra flags for `netroot serve`), E2E_KIWI_TARGET (boot this KIWI target
@@ -397,7 +398,7 @@ done
 echo
 echo "marker-s: qemu start to the guest's marker (systemd's multi-user boot included); kernel-s:"
 echo "qemu start to the kernel's first line; both by the host's clock. rootdev-s: root block device"
-echo "attached, by the guest's clock. build-s: e2e/kiwi/build.sh (0-1 s when cached)."
+echo "attached, by the guest's clock. build-s: e2e/kiwi/build.sh (seconds when cached)."
 echo "*-bytes: bytes sent to the guest per protocol (counted on the tap)."
 printf "$ROW\n" profile boot result marker-s kernel-s rootdev-s build-s tftp-bytes nbd-bytes aoe-bytes
 printf '%s\n' "${results[@]}"
