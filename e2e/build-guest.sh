@@ -2,8 +2,9 @@
 # build-guest.sh builds (once) and caches the guest kernel and initrd used by e2e/run.sh:
 # a Debian bookworm minbase chroot with linux-image-amd64, dracut, dracut-network, KIWI's
 # kiwi-dracut-overlay module, nbd-client, procps, systemd and systemd-sysv, and a generic (non-hostonly) dracut initrd
-# with bash instead of dash and network-legacy instead of systemd-networkd, xz-compressed as
-# KIWI's own dracut call makes it (KIS builds name it <image>.initrd.xz).
+# with bash instead of dash and network-legacy instead of systemd-networkd, xz-compressed (our
+# choice, for a smaller TFTP transfer: KIWI 9.24's own dracut call passes no compression option,
+# so dracut's default, gzip, and names it <image>.initrd; e2e/kiwi/ builds a real one).
 #
 # The cache lives outside the clone (E2E_CACHE, default /var/cache/netroot-e2e) in a folder named
 # after a hash of this script and of the candidate versions of the guest packages, so a package

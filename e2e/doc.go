@@ -11,4 +11,9 @@
 //
 // run.sh compares netroot with the reference servers it replaces (tftpd-hpa, nbd-server, vblade)
 // and prints the time from power-on to the guest's marker and the bytes served per protocol.
+//
+// kiwi.sh (TestKIWIBoot) boots, through `netroot serve`, a KIS image that KIWI NG itself built
+// from the image description in kiwi/ (a Debian bookworm image; kiwi/build.sh runs `kiwi-ng
+// system build` with Debian's kiwi package and caches the result outside the clone; packages in
+// .ci/packages/kiwi.txt), over NBD and AoE, up to systemd's multi-user target.
 package e2e

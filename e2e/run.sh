@@ -220,7 +220,8 @@ chmod 755 "$tree/sbin/init"
 printf 'ID=netroot-e2e\nNAME="netroot e2e test root"\nVERSION_ID=%s\n' "$IMAGE_VERSION" >"$tree/etc/os-release"
 
 # KIWI's KIS names: <name>.<arch>-<version> (the filesystem image), <...>-<kver>.kernel,
-# <...>.initrd.xz, <...>.md5 ("md5 blocks blocksize").
+# <...>.initrd (with dracut; xz here, gzip from KIWI), <...>.md5 ("md5 blocks blocksize").
+# e2e/kiwi.sh boots a build KIWI made itself.
 kis=$RUN/kis
 mkdir -p "$kis"
 base=$IMAGE_NAME.x86_64-$IMAGE_VERSION
@@ -228,7 +229,7 @@ image=$kis/$base
 mksquashfs "$tree" "$image" -noappend -quiet -all-root -no-progress >"$RUN/mksquashfs.log" 2>&1 ||
 	die "mksquashfs failed: $(cat "$RUN/mksquashfs.log")"
 cp "$guest/vmlinuz" "$kis/$base-$kver.kernel"
-cp "$guest/initrd" "$kis/$base.initrd.xz"
+cp "$guest/initrd" "$kis/$base.initrd"
 md5_blocks() { # KIWI's block list: blocksize = product of the smallest prime factors <= 8192
 	local size=$1 bs=1 f
 	for f in $(factor "$size" | cut -d: -f2); do
@@ -332,7 +333,7 @@ reference_servers() {
 	mkdir -p "$tftp/boot" "$tftp/pxelinux.cfg"
 	cp "$PXELINUX" "$LDLINUX" "$tftp/"
 	ln "$kis/$base-$kver.kernel" "$tftp/boot/linux" 2>/dev/null || cp "$kis/$base-$kver.kernel" "$tftp/boot/linux"
-	ln "$kis/$base.initrd.xz" "$tftp/boot/initrd" 2>/dev/null || cp "$kis/$base.initrd.xz" "$tftp/boot/initrd"
+	ln "$kis/$base.initrd" "$tftp/boot/initrd" 2>/dev/null || cp "$kis/$base.initrd" "$tftp/boot/initrd"
 	case $boot in
 	nbd) root="root=overlay:nbd=$SERVER_IP:$NBD_EXPORT rd.driver.pre=nbd" ;;
 	nbd-ro) root="root=overlay:nbd=$SERVER_IP:$NBD_EXPORT rd.driver.pre=nbd" extra=rd.root.overlay.readonly ;;

@@ -10,12 +10,18 @@
 //	NAME.ARCH-VERSION.xz                    the same, xz-compressed (compressed="true")
 //	NAME.ARCH-VERSION.md5                   "MD5 BLOCKS BLOCKSIZE [CBLOCKS CBLOCKSIZE]"
 //	NAME.ARCH-VERSION-KERNELVERSION.kernel  kernel
-//	NAME.ARCH-VERSION.initrd                initrd (dracut; ".initrd.xz" from KIWI's own)
+//	NAME.ARCH-VERSION.initrd                initrd, mode 0600: dracut's (gzip, its default:
+//	                                        KIWI passes no compression option); ".initrd.xz"
+//	                                        only from KIWI's legacy initrd_system="kiwi"
 //	NAME.ARCH-VERSION-xen.gz                Xen hypervisor (optional)
-//	NAME.ARCH-VERSION.append                suggested kernel options: root=UUID=... [custom]
+//	NAME.ARCH-VERSION.append                suggested kernel options, no trailing newline:
+//	                                        "root=UUID=... [kernelcmdline]"; only for a root
+//	                                        file system with a UUID (ext4, xfs, ...), so none
+//	                                        for squashfs
 //	NAME.ARCH-VERSION.tar.xz                bundle of kernel, md5, initrd, image and append
 //	                                        (a plain ".tar" when the image is compressed)
 //	NAME.ARCH-VERSION.packages, .changes, .verified, kiwi.result, kiwi.result.json
+//	build/                                  KIWI's work folder (build/image-root: the root tree)
 //
 // The MD5 is always taken over the uncompressed image; the block counts multiply to the
 // uncompressed size and, when present, to the size of the compressed file.

@@ -26,7 +26,7 @@ type Build struct {
 	BundleID      string // ID `kiwi-ng result bundle --id` put into the bundle's name, if any
 
 	Kernel          string // NAME.ARCH-VERSION-KERNELVERSION.kernel
-	Initrd          string // NAME.ARCH-VERSION.initrd (or .initrd.xz)
+	Initrd          string // NAME.ARCH-VERSION.initrd (.initrd.xz from KIWI's legacy initrd)
 	Image           string // NAME.ARCH-VERSION: the raw root image
 	CompressedImage string // NAME.ARCH-VERSION.xz
 	MD5             string // NAME.ARCH-VERSION.md5

@@ -69,6 +69,12 @@ type Staged struct {
 // temporary file renamed into place, so a TFTP client never sees half a file. A staged file that
 // already has the same content is left alone. The build must have its kernel and initrd as
 // loose files ([Unpack] extracts them from a bundle).
+//
+// Staged files are world-readable, so that a server that drops its privileges after opening
+// its sockets can still read them. KIWI writes the initrd with mode 0600 (root only): a source
+// that is not world-readable is therefore reflinked or copied with mode 0644 instead of linked
+// (a hard link shares the source's mode). Nothing is lost: whatever is staged is sent to any
+// TFTP client that asks for it.
 func Stage(ctx context.Context, b Build, tftpRoot string, opts *StageOptions) (Staged, error) {
 	var o StageOptions
 	if opts != nil {
@@ -135,12 +141,17 @@ func stageFile(ctx context.Context, src, root, rel string, noLink bool) (StagedF
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return StagedFile{}, fmt.Errorf("kis: %w", err)
 	}
+	if !worldReadable(sst) {
+		noLink = true
+	}
+	// A staged file that is not world-readable (such as a link to a 0600 initrd made before
+	// Stage checked modes) is replaced even when its content is right.
 	if dst, err := os.Stat(dst); err == nil {
-		if os.SameFile(sst, dst) {
+		if worldReadable(dst) && os.SameFile(sst, dst) {
 			sf.Method = Unchanged
 			return sf, nil
 		}
-		if dst.Mode().IsRegular() && dst.Size() == sst.Size() {
+		if worldReadable(dst) && dst.Mode().IsRegular() && dst.Size() == sst.Size() {
 			same, err := sameContent(ctx, src, sf.File)
 			if err != nil {
 				return StagedFile{}, err
@@ -163,6 +174,9 @@ func stageFile(ctx context.Context, src, root, rel string, noLink bool) (StagedF
 	}
 	return sf, nil
 }
+
+// worldReadable reports whether everyone may read the file: what a staged file must be.
+func worldReadable(st os.FileInfo) bool { return st.Mode().Perm()&0o004 != 0 }
 
 // cloneOrCopy writes a reflink or a copy of src to dst through a temporary file.
 func cloneOrCopy(ctx context.Context, src, dst string, sst os.FileInfo) (m Method, err error) {

@@ -139,3 +139,37 @@ func TestStageErrors(t *testing.T) {
 	_, err := kis.Stage(ctx, b, t.TempDir(), nil)
 	assert.ErrorIs(t, err, context.Canceled)
 }
+
+// KIWI writes the initrd with mode 0600. Stage must not hard link it (a link shares the mode,
+// and a server that dropped its privileges could not read it): it stages a 0644 copy, and
+// replaces a 0600 link staged earlier.
+func TestStageUnreadableSource(t *testing.T) {
+	base := t.TempDir()
+	dir, root := filepath.Join(base, "build"), filepath.Join(base, "tftp")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	b := write(t, dir, kistest.Spec{Kernel: []byte("kernel"), Initrd: []byte("initrd, root only")})
+	require.NoError(t, os.Chmod(b.Initrd, 0o600))
+
+	s, err := kis.Stage(context.Background(), b, root, nil)
+	require.NoError(t, err)
+	assert.Equal(t, kis.Linked, s.Kernel.Method, "a world-readable source is still linked")
+	assert.Contains(t, []kis.Method{kis.Reflinked, kis.Copied}, s.Initrd.Method)
+	assertStaged(t, s.Initrd, root, "boot/initrd", b.Initrd)
+	assert.NotEqual(t, inode(t, b.Initrd), inode(t, s.Initrd.File))
+	st, err := os.Stat(b.Initrd)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), st.Mode().Perm(), "the build's file keeps its mode")
+
+	s2, err := kis.Stage(context.Background(), b, root, nil)
+	require.NoError(t, err)
+	assert.Equal(t, kis.Unchanged, s2.Initrd.Method)
+
+	// A link to the 0600 file, as an earlier version staged it, is replaced by a readable copy.
+	require.NoError(t, os.Remove(s.Initrd.File))
+	require.NoError(t, os.Link(b.Initrd, s.Initrd.File))
+	s3, err := kis.Stage(context.Background(), b, root, nil)
+	require.NoError(t, err)
+	assert.Contains(t, []kis.Method{kis.Reflinked, kis.Copied}, s3.Initrd.Method)
+	assertStaged(t, s3.Initrd, root, "boot/initrd", b.Initrd)
+	noTemps(t, filepath.Dir(s3.Initrd.File))
+}

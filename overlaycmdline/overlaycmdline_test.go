@@ -191,6 +191,12 @@ func TestAppend(t *testing.T) {
 		{"multi keys kept", "console=tty0 rd.driver.pre=e1000 ip=eth0:dhcp",
 			[]string{"console=ttyS0,115200", "rd.driver.pre=nbd", "ip=eth0:dhcp"},
 			"console=tty0 rd.driver.pre=e1000 console=ttyS0,115200 rd.driver.pre=nbd ip=eth0:dhcp"},
+		// KIWI's .append joined with the operator's options (issue 20): the exact duplicate is
+		// merged; another console= value stays, after it (the kernel registers ttyS0 once and
+		// keeps the first options, 115200).
+		{"kiwi append and operator console", "root=UUID=0b1c console=ttyS0,115200 rd.shell=0",
+			[]string{"root=overlay:nbd=192.0.2.1:r", "rd.driver.pre=nbd", "console=ttyS0,115200", "console=ttyS0"},
+			"rd.shell=0 root=overlay:nbd=192.0.2.1:r rd.driver.pre=nbd console=ttyS0,115200 console=ttyS0"},
 		{"flag replaced by value", "quiet rd.kiwi.debug", []string{"rd.kiwi.debug=0"}, "quiet rd.kiwi.debug=0"},
 		{"quoting and spacing", `  a="x  y"   b `, []string{"c=d e"}, `a="x  y" b c="d e"`},
 		{"empty base", "", []string{"quiet"}, "quiet"},

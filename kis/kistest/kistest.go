@@ -6,6 +6,7 @@ package kistest
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"crypto/md5"
 	"encoding/json"
 	"fmt"
@@ -50,6 +51,57 @@ type Spec struct {
 	// Result writes kiwi.result.json naming the bundle and the package lists; Packages writes
 	// the .packages, .changes and .verified lists.
 	Result, Packages bool
+
+	// InitrdMode is the mode of the loose initrd; 0 means 0644. KIWI 9.24 writes dracut's
+	// initrd with mode 0600.
+	InitrdMode os.FileMode
+
+	// Target also writes what else `kiwi-ng system build` leaves in its target directory:
+	// kiwi.result (KIWI's pickled result, here a stand-in) and build/image-root, the root tree.
+	Target bool
+}
+
+// KIWI924 returns the Spec of the target directory Debian's kiwi 9.24.56 writes for a KIS image
+// with dracut (as e2e/kiwi/ builds it) whose root file system is fs, "ext4" or "squashfs":
+// the initrd NAME.ARCH-VERSION.initrd gzip-compressed (dracut's default; KIWI passes no
+// compression option) with mode 0600; for ext4 an .append "root=UUID=... KERNELCMDLINE" without
+// a trailing newline, for squashfs none (KIWI writes it only for a file system with a UUID); an
+// .md5 of block size 8192 for the ext4 image and 4096 for the squashfs one; the .tar.xz bundle,
+// the package lists, kiwi.result, kiwi.result.json and build/. Kernel, initrd and image are
+// small stand-ins.
+func KIWI924(fs string) Spec {
+	s := Spec{
+		Name: "netroot-e2e", Version: "1.0.0", KernelVersion: "6.1.0-50-amd64",
+		Kernel:     []byte("Linux kernel 6.1.0-50-amd64 stand-in\n"),
+		Initrd:     gzipped([]byte("070701 dracut initrd stand-in\n")),
+		InitrdMode: 0o600,
+		Bundle:     true, Packages: true, Result: true, Target: true,
+	}
+	switch fs {
+	case "ext4":
+		// 40 blocks of 8192 bytes: KIWI's block list is "40 8192"
+		s.Image = Image(40*8192, 4)
+		copy(s.Image[1080:], []byte{0x53, 0xef}) // ext4 superblock magic
+		s.Append = "root=UUID=" + KIWI924UUID + " console=ttyS0,115200 rd.shell=0"
+	case "squashfs":
+		// 21 blocks of 4096 bytes: 86016 = 2^12 * 3 * 7, so KIWI's block list is "21 4096"
+		s.Image = Image(21*4096, 5)
+		copy(s.Image, "hsqs")
+	default:
+		panic("kistest: KIWI924: file system " + fs + " is not ext4 or squashfs")
+	}
+	return s
+}
+
+// KIWI924UUID is the file system UUID in the .append of [KIWI924]'s ext4 build.
+const KIWI924UUID = "5a1d0c4e-0b4f-4c7e-9a39-2f1e3c6d8b70"
+
+func gzipped(data []byte) []byte {
+	var buf bytes.Buffer
+	w := gzip.NewWriter(&buf)
+	w.Write(data)
+	w.Close()
+	return buf.Bytes()
 }
 
 func (s *Spec) defaults() {
@@ -171,6 +223,11 @@ func Write(dir string, s Spec) (kis.Build, error) {
 				return kis.Build{}, err
 			}
 		}
+		if s.InitrdMode != 0 {
+			if err := os.Chmod(b.Initrd, s.InitrdMode); err != nil {
+				return kis.Build{}, err
+			}
+		}
 	} else {
 		b.Kernel, b.KernelVersion, b.MD5, b.Initrd, b.Image, b.CompressedImage, b.Append = "", "", "", "", "", "", ""
 	}
@@ -178,7 +235,11 @@ func Write(dir string, s Spec) (kis.Build, error) {
 		var tb bytes.Buffer
 		tw := tar.NewWriter(&tb)
 		for _, f := range files {
-			hdr := &tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.data)), Typeflag: tar.TypeReg}
+			mode := int64(0o644)
+			if f.name == id+".initrd" && s.InitrdMode != 0 {
+				mode = int64(s.InitrdMode)
+			}
+			hdr := &tar.Header{Name: f.name, Mode: mode, Size: int64(len(f.data)), Typeflag: tar.TypeReg}
 			if err := tw.WriteHeader(hdr); err != nil {
 				return kis.Build{}, err
 			}
@@ -215,6 +276,19 @@ func Write(dir string, s Spec) (kis.Build, error) {
 			return kis.Build{}, err
 		}
 		b.Result = p(kis.ResultFile)
+	}
+	if s.Target {
+		// kiwi.result is a Python pickle KIWI reads back with `kiwi-ng result list`.
+		if err := os.WriteFile(p("kiwi.result"), []byte("\x80\x04\x95 kiwi.system.result Result stand-in\n"), 0o644); err != nil {
+			return kis.Build{}, err
+		}
+		root := p(filepath.Join("build", "image-root"))
+		if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+			return kis.Build{}, err
+		}
+		if err := os.WriteFile(filepath.Join(root, "etc", "os-release"), []byte("ID=debian\n"), 0o644); err != nil {
+			return kis.Build{}, err
+		}
 	}
 	return b, nil
 }
