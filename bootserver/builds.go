@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/netroot/netroot/aoe"
 	"github.com/netroot/netroot/backend"
 	"github.com/netroot/netroot/internal/atomicfile"
 	"github.com/netroot/netroot/kis"
@@ -66,7 +67,7 @@ func (s *Server) State() State {
 	for _, b := range s.builds {
 		bs := BuildState{ID: b.id, Current: b.current, Clients: b.clients, Kernel: b.kernel, Initrd: b.initrd}
 		if b.slot >= 0 {
-			bs.AoE = aoeName(s.AoEShelf, uint8(b.slot))
+			bs.AoE = aoe.DeviceAddr{Shelf: s.AoEShelf, Slot: uint8(b.slot)}.String()
 		}
 		st.Builds = append(st.Builds, bs)
 	}

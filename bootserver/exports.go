@@ -99,7 +99,7 @@ func (t *exportTable) ListExports(context.Context) ([]*nbd.Export, error) {
 // OnDetach), so that an old build is kept while any client uses it.
 type connTracker struct {
 	s        *Server
-	refusals refusalLog
+	refusals logLimit
 }
 
 func newConnTracker(s *Server) *connTracker { return &connTracker{s: s} }

@@ -2,42 +2,10 @@ package bootserver
 
 import (
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/netroot/netroot/nbd"
 )
-
-// refusalLogLimit is how many refusals a second are logged one by one; past it they are
-// counted and summed up in one line, so that a flood of refused connections cannot flood the
-// log. Every refusal is still counted in the metrics and put on its machine's timeline.
-const refusalLogLimit = 10
-
-// refusalLog rate-limits the WARN lines of refused NBD clients.
-type refusalLog struct {
-	mu         sync.Mutex
-	second     time.Time
-	logged     int
-	suppressed int
-}
-
-// allow reports whether a refusal at now gets its own line, and how many earlier ones were
-// suppressed and not yet reported.
-func (l *refusalLog) allow(now time.Time) (ok bool, suppressed int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	sec := now.Truncate(time.Second)
-	if !sec.Equal(l.second) {
-		suppressed, l.suppressed = l.suppressed, 0
-		l.second, l.logged = sec, 0
-	}
-	if l.logged >= refusalLogLimit {
-		l.suppressed++
-		return false, suppressed
-	}
-	l.logged++
-	return true, suppressed
-}
 
 // refused is the NBD server's OnRefuse: a WARN line naming the client, the export it asked for
 // and the exports there are, so that a typo in a machine's root= is found at a glance.

@@ -604,6 +604,8 @@ type aoeRunner struct {
 	mu     sync.Mutex
 	target *aoe.Target
 	devs   []BuildID
+	// discovered bounds the discovery log lines: the initiator's MAC is whatever a frame says.
+	discovered logLimit
 }
 
 func (a *aoeRunner) restart() error {
@@ -633,7 +635,13 @@ func (a *aoeRunner) restart() error {
 			s.mu.Lock()
 			id := s.aoeSlots[d.Slot]
 			s.mu.Unlock()
-			s.log().Info("aoe initiator discovered target", "initiator", initiator.String(), "device", aoeName(d.Shelf, d.Slot), "build", id.String())
+			ok, held := a.discovered.allow(time.Now())
+			if held > 0 {
+				s.log().Info("aoe initiator discoveries not logged one by one", "count", held)
+			}
+			if ok {
+				s.log().Info("aoe initiator discovered target", "initiator", initiator.String(), "device", d.DeviceAddr(), "build", id.String())
+			}
 			s.emit(Event{Kind: AoEDiscover, Build: id, Client: initiator.String()})
 		},
 	}
@@ -682,5 +690,3 @@ func (a *aoeRunner) stats() aoe.Stats {
 	}
 	return a.target.Stats()
 }
-
-func aoeName(shelf uint16, slot uint8) string { return fmt.Sprintf("e%d.%d", shelf, slot) }

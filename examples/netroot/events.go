@@ -2,11 +2,9 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"time"
 
-	"github.com/netroot/netroot/aoe"
 	"github.com/netroot/netroot/nbd"
 	"github.com/netroot/netroot/tftp"
 )
@@ -36,11 +34,3 @@ func logNBDAttach(e *env) func(*nbd.Export, net.Addr) {
 		e.log.Info("nbd client attached", "client", remote.String(), "export", x.Name)
 	}
 }
-
-func logAoEDiscover(e *env) func(*aoe.Device, net.HardwareAddr) {
-	return func(d *aoe.Device, initiator net.HardwareAddr) {
-		e.log.Info("aoe initiator discovered target", "initiator", initiator.String(), "device", aoeName(d.Shelf, d.Slot))
-	}
-}
-
-func aoeName(shelf uint16, slot uint8) string { return fmt.Sprintf("e%d.%d", shelf, slot) }

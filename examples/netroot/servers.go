@@ -309,12 +309,13 @@ func runAoE(ctx context.Context, e *env, args []string) error {
 	}
 	tgt := &aoe.Target{
 		Devices:          []*aoe.Device{{Shelf: uint16(shelf), Slot: uint8(slot), Backend: dev, ReadOnly: *ro, Mask: mask}},
-		Logger:           e.protoLog("aoe"),
+		// The target logs discoveries itself, at most 16 lines a minute (the initiator's MAC
+		// is whatever a frame says), and its faults as warnings and errors.
+		Logger:           e.log,
 		AnnounceInterval: *announce,
 		BufferCount:      *bufcnt,
-		OnDiscover:       logAoEDiscover(e),
 	}
-	e.log.Info("aoe serving", "device", aoeName(uint16(shelf), uint8(slot)), "iface", a[2], "mac", conn.HardwareAddr().String(), "file", a[3], "size", dev.Size(), "read_only", *ro)
+	e.log.Info("aoe serving", "device", aoe.DeviceAddr{Shelf: uint16(shelf), Slot: uint8(slot)}, "iface", a[2], "mac", conn.HardwareAddr().String(), "file", a[3], "size", dev.Size(), "read_only", *ro)
 	if *metrics != "" {
 		if err := serveMetrics(ctx, e, *metrics, bootserver.AoECollector(tgt.Stats)); err != nil {
 			return err
