@@ -67,6 +67,10 @@ type lineState struct {
 // successor with handoff.Upgrade and passes it the listener and the connection with its state.
 // It exits when the client hangs up, after a handover, or after a minute.
 func lineServer() error {
+	// Before anything: an unhandled SIGUSR2 is ignored, and the test may signal as soon as it
+	// got answers.
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
 	inh, err := handoff.Inherit()
 	if err != nil {
 		return err
@@ -130,8 +134,6 @@ func lineServer() error {
 			serve(c, lineState{})
 		}
 	}()
-	usr2 := make(chan os.Signal, 1)
-	signal.Notify(usr2, syscall.SIGUSR2)
 	for {
 		select {
 		case err := <-finished:
