@@ -17,6 +17,12 @@ import (
 type Inherited struct {
 	ch        *channel // nil once Ready has run
 	listeners []File   // not yet taken
+
+	// From systemd: the connections found in the fd store and the names to remove from it
+	// once Ready hands them to the caller.
+	systemd     bool
+	conns       []File
+	removeNames []string
 }
 
 // listenersTimeout bounds the wait for the first message, which the old process sends right
@@ -24,13 +30,16 @@ type Inherited struct {
 const listenersTimeout = 10 * time.Second
 
 // Inherit returns what the old process passes when this one was started by [Upgrade.Start],
-// and nil when it was started normally. It reads the listening sockets at once; the established
-// connections come with Ready. The caller starts its servers on the inherited listeners (see
-// Listener, PacketConn), opening its own for the names it did not get, and then calls Ready.
+// or what systemd passes (socket units' sockets by FileDescriptorName=, and what an earlier
+// process put in the fd store with [Store]), and nil when there is nothing. It reads the
+// listening sockets at once; the established connections come with Ready. The caller starts its
+// servers on the inherited listeners (see Listener, PacketConn), opening its own for the names
+// it did not get, and then calls Ready. Call it once, early: it takes LISTEN_FDS from the
+// environment.
 func Inherit() (*Inherited, error) {
 	v, ok := os.LookupEnv(EnvFD)
 	if !ok {
-		return nil, nil
+		return fromSystemd()
 	}
 	// A later upgrade of this process sets it afresh; nothing else may mistake it for its own.
 	_ = os.Unsetenv(EnvFD)
@@ -115,14 +124,27 @@ func (h *Inherited) PacketConn(name string) (net.PacketConn, error) {
 // Listeners never taken are closed. On an error no connection is returned: the old process
 // keeps or closes them.
 func (h *Inherited) Ready(ctx context.Context, timeout time.Duration) ([]File, error) {
-	if h == nil || h.ch == nil {
+	if h == nil {
+		return nil, nil
+	}
+	CloseFiles(h.listeners)
+	h.listeners = nil
+	if h.systemd {
+		conns := h.conns
+		h.conns, h.systemd = nil, false
+		if err := removeStored(h.removeNames); err != nil {
+			// Still ours; a later restart would pass stale copies, which Inherit drops
+			// (they have no state) or the caller finds closed.
+			return conns, err
+		}
+		return conns, nil
+	}
+	if h.ch == nil {
 		return nil, nil
 	}
 	ch := h.ch
 	h.ch = nil
 	defer ch.Close()
-	CloseFiles(h.listeners)
-	h.listeners = nil
 	stop := context.AfterFunc(ctx, func() { _ = ch.c.SetReadDeadline(time.Now()) })
 	defer stop()
 	if err := ch.send(message{Type: msgReady, PID: os.Getpid()}, nil); err != nil {
