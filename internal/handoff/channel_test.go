@@ -1,8 +1,10 @@
 package handoff
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"testing"
 	"time"
@@ -138,4 +140,128 @@ func TestFileOfDuplicates(t *testing.T) {
 	b, err := io.ReadAll(r)
 	require.NoError(t, err)
 	assert.Equal(t, "y", string(b))
+}
+
+// TestInheritInProcess plays the old process on one end of a socketpair and lets Inherit and
+// Ready run on the other: a TCP listener and a UDP socket arrive and work, connections come
+// after ready, and the old side gets the confirmation.
+func TestInheritInProcess(t *testing.T) {
+	oldEnd, newEnd, err := socketpair()
+	require.NoError(t, err)
+	old, err := newChannel(oldEnd)
+	require.NoError(t, err)
+	defer old.Close()
+	giveToInherit(t, newEnd)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer pc.Close()
+	lf, err := FileOf(ln.(*net.TCPListener))
+	require.NoError(t, err)
+	pf, err := FileOf(pc.(*net.UDPConn))
+	require.NoError(t, err)
+	require.NoError(t, old.send(message{Type: msgListeners}, []File{{Name: "nbd", File: lf}, {Name: "tftp", File: pf}, {Name: "unused", File: lf}}))
+	CloseFiles([]File{{File: lf}, {File: pf}})
+
+	inh, err := Inherit()
+	require.NoError(t, err)
+	require.NotNil(t, inh)
+	_, set := os.LookupEnv(EnvFD)
+	assert.False(t, set, "Inherit clears %s", EnvFD)
+	assert.Equal(t, []string{"nbd", "tftp", "unused"}, inh.Names())
+	l2, err := inh.Listener("nbd")
+	require.NoError(t, err)
+	defer l2.Close()
+	pc2, err := inh.PacketConn("tftp")
+	require.NoError(t, err)
+	defer pc2.Close()
+	none, err := inh.Listener("http")
+	assert.NoError(t, err)
+	assert.Nil(t, none)
+
+	// The inherited UDP socket is the same socket.
+	cl, err := net.Dial("udp", pc.LocalAddr().String())
+	require.NoError(t, err)
+	defer cl.Close()
+	_, err = cl.Write([]byte("rrq"))
+	require.NoError(t, err)
+	buf := make([]byte, 16)
+	require.NoError(t, pc2.SetReadDeadline(time.Now().Add(5*time.Second)))
+	n, _, err := pc2.ReadFrom(buf)
+	require.NoError(t, err)
+	assert.Equal(t, "rrq", string(buf[:n]))
+
+	// The old side: wait for ready, send two connections, finish.
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
+	oldDone := make(chan error, 1)
+	go func() {
+		defer w.Close()
+		m, _, err := old.expect(msgReady, time.Now().Add(5*time.Second))
+		if err == nil && m.PID != os.Getpid() {
+			err = fmt.Errorf("ready names pid %d", m.PID)
+		}
+		if err == nil {
+			err = old.sendBatches(msgConns, []File{{Name: "c", State: []byte("1"), File: w}, {Name: "c", State: []byte("2"), File: w}})
+		}
+		if err == nil {
+			err = old.send(message{Type: msgDone, Count: 2}, nil)
+		}
+		if err == nil {
+			m, _, err = old.expect(msgAck, time.Now().Add(5*time.Second))
+			if err == nil && m.Count != 2 {
+				err = fmt.Errorf("ack of %d", m.Count)
+			}
+		}
+		oldDone <- err
+	}()
+	conns, err := inh.Ready(context.Background(), 5*time.Second)
+	require.NoError(t, err)
+	require.NoError(t, <-oldDone)
+	require.Len(t, conns, 2)
+	assert.Equal(t, []byte("1"), conns[0].State)
+	assert.Equal(t, []byte("2"), conns[1].State)
+	CloseFiles(conns)
+	assert.Empty(t, inh.Names(), "Ready closes the listeners nobody took")
+}
+
+// TestReadyFailsWhenOldProcessDies: the old process vanishes between ready and done; Ready
+// returns no connection (the ones received are closed).
+func TestReadyFailsWhenOldProcessDies(t *testing.T) {
+	oldEnd, newEnd, err := socketpair()
+	require.NoError(t, err)
+	old, err := newChannel(oldEnd)
+	require.NoError(t, err)
+	giveToInherit(t, newEnd)
+	require.NoError(t, old.send(message{Type: msgListeners}, nil))
+	inh, err := Inherit()
+	require.NoError(t, err)
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
+	go func() {
+		_, _, _ = old.expect(msgReady, time.Now().Add(5*time.Second))
+		_ = old.sendBatches(msgConns, []File{{Name: "c", File: w}})
+		_ = w.Close()
+		_ = old.Close()
+	}()
+	conns, err := inh.Ready(context.Background(), 5*time.Second)
+	assert.ErrorIs(t, err, io.EOF)
+	assert.Nil(t, conns)
+	// The received copy of w was closed: the pipe reads EOF.
+	require.NoError(t, r.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, err = r.Read(make([]byte, 1))
+	assert.ErrorIs(t, err, io.EOF)
+}
+
+// giveToInherit makes f's descriptor the one Inherit takes over (and closes) through EnvFD.
+func giveToInherit(t *testing.T, f *os.File) {
+	fd, err := unix.Dup(int(f.Fd()))
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	t.Setenv(EnvFD, fmt.Sprint(fd))
 }
