@@ -44,6 +44,8 @@ type conn struct {
 	mu           sync.Mutex // guards transmitting and closing
 	transmitting bool
 	closing      atomic.Bool
+	// handing is set while Server.Handoff waits for this connection.
+	handing atomic.Bool
 
 	// Negotiation state.
 	tls          bool
@@ -53,15 +55,16 @@ type conn struct {
 	metaSelected bool
 
 	// Transmission state.
-	export   *Export
-	dev      backend.Device
-	flags    TransmissionFlags
-	size     uint64
-	blockCtx bool // base:allocation selected for this export
-	slicer   slicer
-	filer    fileRanger
-	sendfile bool // reads are sent from filer's file with sendfile, writes spliced into it
-	pipe     *spliceWriter
+	export    *Export
+	requested string // the export name the client asked for
+	dev       backend.Device
+	flags     TransmissionFlags
+	size      uint64
+	blockCtx  bool // base:allocation selected for this export
+	slicer    slicer
+	filer     fileRanger
+	sendfile  bool // reads are sent from filer's file with sendfile, writes spliced into it
+	pipe      *spliceWriter
 
 	w *msgWriter
 
@@ -115,8 +118,15 @@ func (c *conn) closeNow() {
 
 func (c *conn) serve(ctx context.Context) (err error) {
 	defer c.srv.forgetConn(c)
-	// Closes the current connection: after STARTTLS that ends the TLS session properly.
-	defer c.closeNow()
+	// Closes the current connection, unless it was handed over: after STARTTLS that ends the
+	// TLS session properly.
+	handed, transmitted := false, false
+	defer func() {
+		if !handed {
+			c.closeNow()
+		}
+	}()
+	defer func() { handed = c.handOver(err, transmitted) }()
 	stop := context.AfterFunc(ctx, c.shutdown)
 	defer stop()
 	if d := c.srv.handshakeTimeout(); d > 0 {
@@ -137,6 +147,11 @@ func (c *conn) serve(ctx context.Context) (err error) {
 		}
 		return err
 	}
+	if c.handing.Load() && !c.handable() {
+		// Negotiated TLS or a copy-on-write export during a Handoff: this server keeps it.
+		c.handing.Store(false)
+		c.srv.resolveHandoff(nil, true)
+	}
 	c.nc.SetDeadline(time.Time{})
 	c.srv.stats.attached.Add(1)
 	c.log.Info("nbd: client attached export", "export", c.export.Name, "size", c.size,
@@ -144,6 +159,7 @@ func (c *conn) serve(ctx context.Context) (err error) {
 	if c.srv.OnAttach != nil {
 		c.srv.OnAttach(c.export, c.remote)
 	}
+	transmitted = true
 	err = c.transmit()
 	c.log.Info("nbd: client detached export", "export", c.export.Name, "err", err)
 	return err
@@ -255,7 +271,7 @@ func (c *conn) option(ctx context.Context, opt Option, data []byte, fixed bool) 
 			return false, false, c.optError(opt, RepErrTLSReqd, "TLS is required: send NBD_OPT_STARTTLS first")
 		}
 	}
-	if c.srv.inShutdown.Load() && opt != OptAbort {
+	if c.srv.inShutdown.Load() && !c.srv.handingOff.Load() && opt != OptAbort {
 		if opt == OptExportName {
 			return false, false, ErrServerClosed
 		}
@@ -364,10 +380,10 @@ func (c *conn) startTLS(ctx context.Context, data []byte, fixed bool) error {
 	}
 	c.mu.Lock()
 	c.nc = tc
+	c.tls = true
 	c.mu.Unlock()
 	c.w.setWriter(tc)
 	c.br.Reset(tc)
-	c.tls = true
 	// The document forbids keeping negotiation state across STARTTLS.
 	c.structured = false
 	c.metaSelected = false
@@ -507,6 +523,15 @@ func (c *conn) attach(e *Export, requested string) error {
 	if !c.srv.acquireExport(e) {
 		return fmt.Errorf("export %q: connection limit %d reached", e.Name, e.MaxConnections)
 	}
+	if err := c.attachDevice(e, requested); err != nil {
+		c.srv.releaseExport(e)
+		return err
+	}
+	return nil
+}
+
+// attachDevice is attach after the export's connection count was taken.
+func (c *conn) attachDevice(e *Export, requested string) error {
 	dev := e.Device
 	var err error
 	switch e.CopyOnWrite {
@@ -525,10 +550,9 @@ func (c *conn) attach(e *Export, requested string) error {
 		}
 	}
 	if err != nil {
-		c.srv.releaseExport(e)
 		return fmt.Errorf("export %q: creating overlay: %w", e.Name, err)
 	}
-	c.export, c.dev = e, dev
+	c.export, c.requested, c.dev = e, requested, dev
 	c.slicer, _ = dev.(slicer)
 	if f, ok := dev.(fileRanger); ok {
 		if _, _, err := f.FileRange(0, 0); err == nil && c.w.rc != nil {
@@ -540,6 +564,10 @@ func (c *conn) attach(e *Export, requested string) error {
 	c.blockCtx = c.structured && c.metaSelected && c.metaExport == requested
 	c.mu.Lock()
 	c.transmitting = true
+	if c.handing.Load() && c.handable() {
+		// Entered transmission during a Handoff: hand over before reading any request.
+		c.closing.Store(true)
+	}
 	c.mu.Unlock()
 	return nil
 }

@@ -38,6 +38,11 @@
 // net/http's: configure its exported fields, then call Serve, ListenAndServe or ServeConn, and
 // stop it with Shutdown (graceful: requests in flight finish, devices are flushed) or Close.
 //
+// For a binary upgrade without dropping clients, Handoff takes the connections out of a Server
+// between two requests, with their negotiated state (ConnState, which marshals to bytes), and
+// Resume goes on serving each in another Server, typically in the new process that received
+// the sockets' descriptors. TLS connections and copy-on-write exports stay with the old server.
+//
 // # Client
 //
 // The Client dials a server, optionally upgrades to TLS, lists exports, asks for details and

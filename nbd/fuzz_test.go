@@ -277,3 +277,29 @@ func FuzzClientHandshake(f *testing.F) {
 		c.Close()
 	})
 }
+
+func FuzzConnState(f *testing.F) {
+	for _, st := range []ConnState{
+		{},
+		{Export: "root", Size: 1 << 30, Flags: FlagHasFlags | FlagReadOnly, Remote: "192.0.2.1:1234"},
+		{Export: "x", Structured: true, MetaContexts: []MetaContext{{metaContextID, MetaContextBaseAllocation}},
+			Pending: seedRequest(CmdRead, 0, 0, 4096, nil)},
+	} {
+		b, err := st.MarshalBinary()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(connStateMagic + "\x00\x00\x00\x03"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var st ConnState
+		if err := st.UnmarshalBinary(data); err != nil {
+			return
+		}
+		b, err := st.MarshalBinary()
+		if err != nil || !bytes.Equal(b, data) {
+			t.Fatalf("round trip: %x != %x (%v)", b, data, err)
+		}
+	})
+}

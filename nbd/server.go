@@ -65,6 +65,8 @@ type Server struct {
 	exportConns map[string]int
 	overlays    map[string]backend.Device
 	inShutdown  atomic.Bool
+	handingOff  atomic.Bool
+	handoff     *handoffState
 	connWG      sync.WaitGroup
 	stats       counters
 }
@@ -77,8 +79,9 @@ const UnknownCommands = int(CmdResize) + 1
 type Stats struct {
 	// Connections counts accepted connections, ActiveConnections those open now.
 	Connections, ActiveConnections int64
-	// Attached counts connections that entered transmission.
-	Attached int64
+	// Attached counts connections that entered transmission, Resumed those of them handed
+	// over by another server (Resume).
+	Attached, Resumed int64
 	// Requests counts transmission requests by command: Requests[cmd] for the commands up to
 	// CmdResize, Requests[UnknownCommands] for any other.
 	Requests [UnknownCommands + 1]int64
@@ -90,6 +93,7 @@ type Stats struct {
 
 type counters struct {
 	connections, active, attached atomic.Int64
+	resumed                       atomic.Int64
 	requests                      [UnknownCommands + 1]atomic.Int64
 	bytesRead, bytesWritten       atomic.Int64
 	errors                        atomic.Int64
@@ -101,6 +105,7 @@ func (s *Server) Stats() Stats {
 		Connections:       s.stats.connections.Load(),
 		ActiveConnections: s.stats.active.Load(),
 		Attached:          s.stats.attached.Load(),
+		Resumed:           s.stats.resumed.Load(),
 		BytesRead:         s.stats.bytesRead.Load(),
 		BytesWritten:      s.stats.bytesWritten.Load(),
 		Errors:            s.stats.errors.Load(),
@@ -226,14 +231,19 @@ func (s *Server) trackListener(l *net.Listener, add bool) bool {
 }
 
 // newConn registers c. It refuses (and closes) c when the server is shutting down or full.
-func (s *Server) newConn(c net.Conn) (*conn, bool) {
+func (s *Server) newConn(c net.Conn) (*conn, bool) { return s.registerConn(c, false) }
+
+// newConnForced is newConn that admits c beyond MaxConnections.
+func (s *Server) newConnForced(c net.Conn) (*conn, bool) { return s.registerConn(c, true) }
+
+func (s *Server) registerConn(c net.Conn, force bool) (*conn, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.inShutdown.Load() {
 		c.Close()
 		return nil, false
 	}
-	if s.MaxConnections > 0 && len(s.conns) >= s.MaxConnections {
+	if !force && s.MaxConnections > 0 && len(s.conns) >= s.MaxConnections {
 		s.logger().Warn("nbd: connection limit reached", "client", c.RemoteAddr().String(),
 			"limit", s.MaxConnections)
 		c.Close()
@@ -258,13 +268,18 @@ func (s *Server) forgetConn(cc *conn) {
 }
 
 // acquireExport counts a connection to e, refusing beyond e.MaxConnections.
-func (s *Server) acquireExport(e *Export) bool {
+func (s *Server) acquireExport(e *Export) bool { return s.countExport(e, false) }
+
+// acquireExportForced counts a connection to e whatever its limit.
+func (s *Server) acquireExportForced(e *Export) bool { return s.countExport(e, true) }
+
+func (s *Server) countExport(e *Export, force bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.exportConns == nil {
 		s.exportConns = make(map[string]int)
 	}
-	if e.MaxConnections > 0 && s.exportConns[e.Name] >= e.MaxConnections {
+	if !force && e.MaxConnections > 0 && s.exportConns[e.Name] >= e.MaxConnections {
 		return false
 	}
 	s.exportConns[e.Name]++
