@@ -42,6 +42,12 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		os.Exit(0)
+	case "nbd":
+		if err := nbdServer(); err != nil {
+			fmt.Fprintln(os.Stderr, "nbd server:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	case "fdstore":
 		if err := fdstoreChild(); err != nil {
 			fmt.Fprintln(os.Stderr, "fdstore child:", err)

@@ -125,7 +125,7 @@ func (u *Upgrade) Start(ctx context.Context, listeners []File) (*Successor, erro
 		_ = ch.Close()
 		return nil, fmt.Errorf("handoff: starting %s: %w", path, err)
 	}
-	s := &Successor{cmd: cmd, ch: ch, exited: make(chan struct{}), log: log.With("pid", cmd.Process.Pid)}
+	s := &Successor{cmd: cmd, ch: ch, exited: make(chan struct{}), log: log.With("new_pid", cmd.Process.Pid)}
 	go func() {
 		s.err = cmd.Wait()
 		close(s.exited)
