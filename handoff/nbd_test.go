@@ -24,7 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netroot/netroot/backend"
-	"github.com/netroot/netroot/internal/handoff"
+	"github.com/netroot/netroot/handoff"
 	"github.com/netroot/netroot/internal/peertest"
 	"github.com/netroot/netroot/nbd"
 )

@@ -25,7 +25,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/netroot/netroot/internal/handoff"
+	"github.com/netroot/netroot/handoff"
 )
 
 // envRole makes the test binary, started again by a test or by an upgrade, play a server

@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/netroot/netroot/internal/handoff"
+	"github.com/netroot/netroot/handoff"
 )
 
 // fdstoreChild plays the process systemd starts after a restart. The test, standing in for
