@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/netroot/netroot/bootserver"
 	"github.com/netroot/netroot/handoff"
@@ -47,6 +50,11 @@ func init() {
 func newProcess() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
+	if os.Getenv("BOOTSERVER_TEST_SYSTEMD") != "" {
+		// Started as systemd starts a service: only systemd knows the pid between fork and
+		// exec.
+		os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
+	}
 	inh, err := handoff.Inherit()
 	if err != nil {
 		return err
@@ -200,4 +208,154 @@ func tftpGetAt(t *testing.T, addr, name string) ([]byte, error) {
 	defer cancel()
 	_, err := (&tftp.Client{}).Get(ctx, addr, name, &buf)
 	return buf.Bytes(), err
+}
+
+// TestUpgradeDrainsCopyOnWrite: connections to copy-on-write exports cannot move (their
+// overlays live in this process); Upgrade counts them as draining, and they end when the old
+// process stops.
+func TestUpgradeDrainsCopyOnWrite(t *testing.T) {
+	kisDir, cache, tftpRoot := t.TempDir(), t.TempDir(), t.TempDir()
+	writeBuild(t, kisDir, "leap", "1.0.0", 1)
+	srv, _ := newServer(t, kisDir)
+	srv.Source = &bootserver.KISSource{Dirs: []string{kisDir}, CacheDir: cache}
+	srv.TFTPRoot = tftpRoot
+	srv.CopyOnWrite = true
+	logs := &lockedBuffer{}
+	srv.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Run(context.Background()) }()
+	require.Eventually(t, func() bool { return srv.ActiveListeners().NBD != nil }, 30*time.Second, 10*time.Millisecond)
+	c, _ := attach(t, srv, "leap.x86_64-1.0.0")
+	defer c.Close()
+	_, err := c.WriteAt([]byte("private"), 0)
+	require.NoError(t, err)
+
+	dir := t.TempDir()
+	stderr, err := os.Create(filepath.Join(dir, "stderr"))
+	require.NoError(t, err)
+	defer stderr.Close()
+	pidFile := filepath.Join(dir, "pid")
+	up := &handoff.Upgrade{
+		Args: []string{"-test.run=^$"},
+		Env: append(os.Environ(), envUpgradeRole+"=1", "BOOTSERVER_TEST_PIDFILE="+pidFile,
+			"BOOTSERVER_TEST_KIS="+kisDir, "BOOTSERVER_TEST_CACHE="+cache, "BOOTSERVER_TEST_TFTP="+tftpRoot),
+		Stdout: stderr, Stderr: stderr,
+	}
+	require.NoError(t, srv.Upgrade(context.Background(), up))
+	defer func() {
+		b, _ := os.ReadFile(pidFile)
+		if pid, err := strconv.Atoi(string(b)); err == nil {
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+			require.Eventually(t, func() bool { return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) }, 30*time.Second, 20*time.Millisecond)
+		}
+	}()
+	select {
+	case err := <-errc:
+		require.ErrorIs(t, err, bootserver.ErrServerClosed)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the old server's Run did not return")
+	}
+	l := logs.String()
+	assert.Contains(t, l, "nbd_connections=0 nbd_draining=1")
+	assert.Contains(t, l, "cannot be handed over: they finish their requests and close\" clients=1")
+	// The drained connection is closed: the client's next request fails.
+	_, err = c.ReadAt(make([]byte, 512), 0)
+	assert.Error(t, err)
+}
+
+// TestStoreForRestart plays systemd around a restart: the server stores its sockets and its
+// NBD connection in a fake service manager's fd store and stops; a new process started with
+// them, as systemd starts the next one, resumes the connection (the client reads byte-exact)
+// and takes the connection out of the store.
+func TestStoreForRestart(t *testing.T) {
+	notify := filepath.Join(t.TempDir(), "notify")
+	sd, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+	require.NoError(t, err)
+	defer sd.Close()
+	t.Setenv("NOTIFY_SOCKET", notify)
+	t.Setenv("FDSTORE", "64")
+	require.True(t, handoff.FDStoreEnabled())
+
+	kisDir, cache, tftpRoot := t.TempDir(), t.TempDir(), t.TempDir()
+	img := writeBuild(t, kisDir, "leap", "1.0.0", 1)
+	srv, _ := newServer(t, kisDir)
+	srv.Source = &bootserver.KISSource{Dirs: []string{kisDir}, CacheDir: cache}
+	srv.TFTPRoot = tftpRoot
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Run(context.Background()) }()
+	require.Eventually(t, func() bool { return srv.ActiveListeners().NBD != nil }, 30*time.Second, 10*time.Millisecond)
+	addr := srv.ActiveListeners().NBD.Addr().String()
+	c, info := attach(t, srv, "leap.x86_64-1.0.0")
+	defer c.Close()
+	half := info.Size / 2
+	first := make([]byte, half)
+	_, err = c.ReadAt(first, 0)
+	require.NoError(t, err)
+
+	require.NoError(t, srv.StoreForRestart(context.Background()))
+	select {
+	case err := <-errc:
+		require.ErrorIs(t, err, bootserver.ErrServerClosed)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after StoreForRestart")
+	}
+
+	// What systemd keeps.
+	var names []string
+	var files []*os.File
+	var other []string
+	drain := func() {
+		buf, oob := make([]byte, 4096), make([]byte, unix.CmsgSpace(4*4))
+		for {
+			require.NoError(t, sd.SetReadDeadline(time.Now().Add(300*time.Millisecond)))
+			n, oobn, _, _, err := sd.ReadMsgUnix(buf, oob)
+			if err != nil {
+				return
+			}
+			msg := string(buf[:n])
+			name, ok := strings.CutPrefix(msg, "FDSTORE=1\nFDNAME=")
+			if !ok {
+				other = append(other, msg)
+				continue
+			}
+			cms, err := unix.ParseSocketControlMessage(oob[:oobn])
+			require.NoError(t, err)
+			fds, err := unix.ParseUnixRights(&cms[0])
+			require.NoError(t, err)
+			require.Len(t, fds, 1)
+			names = append(names, name)
+			files = append(files, os.NewFile(uintptr(fds[0]), name))
+		}
+	}
+	drain()
+	assert.ElementsMatch(t, []string{"tftp", "nbd", "netroot-handoff-state", "netroot-conn.0"}, names)
+
+	dir := t.TempDir()
+	stderr, err := os.Create(filepath.Join(dir, "stderr"))
+	require.NoError(t, err)
+	defer stderr.Close()
+	newLogs := func() string { b, _ := os.ReadFile(stderr.Name()); return string(b) }
+	pidFile := filepath.Join(dir, "pid")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envUpgradeRole+"=1", "BOOTSERVER_TEST_SYSTEMD=1", "BOOTSERVER_TEST_PIDFILE="+pidFile,
+		"BOOTSERVER_TEST_KIS="+kisDir, "BOOTSERVER_TEST_CACHE="+cache, "BOOTSERVER_TEST_TFTP="+tftpRoot,
+		"LISTEN_FDS="+strconv.Itoa(len(files)), "LISTEN_FDNAMES="+strings.Join(names, ":"))
+	cmd.ExtraFiles = files
+	cmd.Stdout, cmd.Stderr = stderr, stderr
+	require.NoError(t, cmd.Start())
+	for _, f := range files {
+		_ = f.Close()
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		assert.NoError(t, cmd.Wait(), "new process: %s", newLogs())
+	}()
+
+	rest, err := io.ReadAll(io.NewSectionReader(c, half, info.Size-half))
+	require.NoError(t, err, "new process: %s", newLogs())
+	assert.True(t, bytes.Equal(img, append(first, rest...)), "the client reads byte-exact across the restart")
+	assert.True(t, bytes.Equal(img, readExportAt(t, addr, "leap.x86_64-1.0.0")), "the stored listener serves new clients")
+	drain()
+	assert.ElementsMatch(t, []string{"FDSTOREREMOVE=1\nFDNAME=netroot-handoff-state", "FDSTOREREMOVE=1\nFDNAME=netroot-conn.0"}, other)
+	assert.Contains(t, newLogs(), "nbd_connections=1 failed=0")
 }
