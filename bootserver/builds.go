@@ -137,7 +137,7 @@ func (s *Server) reload(ctx context.Context, kind reloadKind) error {
 	want := map[string]BuildInfo{}
 	var errs []error
 	for _, sel := range selectors {
-		info, err := choose(infos, sel, arch)
+		info, err := Choose(infos, sel, arch)
 		if err != nil {
 			if kind == reloadInitial {
 				return err
@@ -268,9 +268,15 @@ func exportName(b *build) string {
 	return b.export.Name
 }
 
-// choose picks the build sel asks for among infos: a build ID, the newest build of an image
-// name for arch, or ("") the newest build of the only image name for arch.
-func choose(infos []BuildInfo, sel, arch string) (BuildInfo, error) {
+// Choose picks the build image asks for among infos, as Server.Image does: a build ID
+// NAME.ARCH-VERSION, the newest build of an image name for arch, or ("") the newest build of
+// the only image name for arch; when there are several names, the error lists them. Empty arch
+// means HostArch.
+func Choose(infos []BuildInfo, image, arch string) (BuildInfo, error) {
+	if arch == "" {
+		arch = HostArch()
+	}
+	sel := image
 	if sel != "" && strings.Contains(sel, "-") {
 		if id, err := ParseBuildID(sel); err == nil {
 			for _, in := range infos {
@@ -428,6 +434,9 @@ func (s *Server) stage(ctx context.Context, c Content, rel string) error {
 
 // sweep retires old builds nobody uses any more (all of them when final).
 func (s *Server) sweep(final bool) {
+	// Not while a reload publishes builds that are not current yet.
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 	now := time.Now()
 	var gone []*build
 	s.mu.Lock()

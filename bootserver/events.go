@@ -16,6 +16,7 @@ const (
 	BuildRejected                      // a build failed to open (Err); what ran before keeps running
 	BuildRetired                       // an old build's export, files and image were removed
 	ConfigWritten                      // a boot configuration file was written (File)
+	Ready                              // the group serves: every server listens, the first builds are published
 
 	// Clients.
 	TFTPTransfer   // a TFTP read finished (File, Bytes, Err; Err wraps tftp.ErrFileNotFound for a miss)
@@ -27,7 +28,7 @@ const (
 
 var eventNames = [...]string{
 	BuildReady: "build-ready", BuildCurrent: "build-current", BuildRejected: "build-rejected",
-	BuildRetired: "build-retired", ConfigWritten: "config-written", TFTPTransfer: "tftp-transfer",
+	BuildRetired: "build-retired", ConfigWritten: "config-written", Ready: "ready", TFTPTransfer: "tftp-transfer",
 	NBDAttach: "nbd-attach", NBDDetach: "nbd-detach", AoEDiscover: "aoe-discover",
 	ServiceStopped: "service-stopped",
 }

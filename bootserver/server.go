@@ -303,6 +303,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		s.log().Error("upgrade: taking over connections", "err", err)
 	}
 	s.log().Info("ready", "builds", s.currentIDs())
+	s.emit(Event{Kind: Ready})
 
 	watch := make(<-chan time.Time)
 	if s.WatchInterval > 0 {
