@@ -60,6 +60,10 @@ func Inherit() (*Inherited, error) {
 	return &Inherited{ch: ch, listeners: files}, nil
 }
 
+// FromSystemd reports whether the descriptors came from systemd (socket units, the fd store)
+// rather than from a process started by Upgrade.
+func (h *Inherited) FromSystemd() bool { return h != nil && h.systemd }
+
 // Names lists the names of the listeners not yet taken.
 func (h *Inherited) Names() []string {
 	if h == nil {
