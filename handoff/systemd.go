@@ -136,6 +136,20 @@ func fromSystemd() (*Inherited, error) {
 		return nil, nil
 	}
 	h := &Inherited{systemd: true}
+	type key struct{ dev, ino uint64 }
+	sockets := map[key]bool{}
+	seen := func(f *os.File) bool {
+		var st unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &st) != nil {
+			return false
+		}
+		k := key{uint64(st.Dev), st.Ino}
+		if sockets[k] {
+			return true
+		}
+		sockets[k] = true
+		return false
+	}
 	var state *os.File
 	byName := map[string]*os.File{}
 	for _, f := range files {
@@ -144,6 +158,9 @@ func fromSystemd() (*Inherited, error) {
 			state = f
 		case strings.HasPrefix(f.Name(), connPrefix):
 			byName[f.Name()] = f
+		case seen(f):
+			// A socket unit's socket that an earlier process also put in the store.
+			_ = f.Close()
 		default:
 			h.listeners = append(h.listeners, File{Name: f.Name(), File: f})
 		}

@@ -29,6 +29,10 @@ func fdstoreChild() error {
 	if err != nil {
 		return err
 	}
+	// The test passes the listener twice, as a socket unit and from the store: once is kept.
+	if names := inh.Names(); len(names) != 1 {
+		return fmt.Errorf("listeners %q, want one", names)
+	}
 	ln, err := inh.Listener("lines")
 	if err != nil || ln == nil {
 		return fmt.Errorf("no listener %q (have %q): %v", "lines", inh.Names(), err)
@@ -140,9 +144,14 @@ func TestStoreAndInheritFromSystemd(t *testing.T) {
 
 	sd.drain(t)
 	assert.Equal(t, []string{"lines", "netroot-handoff-state", "netroot-conn.0", "netroot-conn.1"}, sd.names)
-	// systemd does not promise an order: pass them reversed.
+	// systemd does not promise an order: pass them reversed, after the listener as a socket
+	// unit would pass it.
 	slices.Reverse(sd.names)
 	slices.Reverse(sd.files)
+	unitCopy, err := handoff.FileOf(sd.files[len(sd.files)-1])
+	require.NoError(t, err)
+	sd.names = append([]string{"lines"}, sd.names...)
+	sd.files = append([]*os.File{unitCopy}, sd.files...)
 
 	stderr, err := os.Create(t.TempDir() + "/stderr")
 	require.NoError(t, err)
