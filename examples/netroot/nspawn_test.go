@@ -20,7 +20,7 @@ import (
 // nspawnScript runs inside the container, as a unit of its systemd: it starts netroot from the
 // example units, and while nbdcopy reads the root export (paced by pace.py) it restarts the
 // service (fd store), upgrades it with SIGUSR2 and reloads it (SIGHUP); it writes what happened
-// to /opt/w and powers the container off.
+// to /opt/w, stops the service and powers the container off.
 const nspawnScript = `#!/bin/sh
 W=/opt/w
 step() { echo "$*" >> $W/steps; echo "$(date +%s.%N) $*" >> $W/times; }
@@ -29,9 +29,8 @@ mainpid() { systemctl show -p MainPID --value netroot.service; }
 progress() { cat $W/progress 2>/dev/null || echo 0; }
 until_bytes() { n=0; while [ "$(progress)" -lt "$1" ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done; }
 until_pid_changes() { n=0; while [ "$(mainpid)" = "$1" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; }
-finish() { step "finish $(date +%s.%N)"; journalctl --no-pager -o cat -u netroot.service > $W/journal; step "end active=$(systemctl is-active netroot.service)"; systemctl poweroff; exit 0; }
+finish() { step "end active=$(systemctl is-active netroot.service)"; systemctl stop netroot.service; step "stopped"; journalctl --no-pager -o short-unix -u netroot.service > $W/journal; systemctl poweroff; exit 0; }
 
-step "boot $(date +%s.%N)"
 if ! systemctl start netroot.service; then step "start failed"; finish; fi
 p0=$(mainpid); step "started pid=$p0"
 ( nbdcopy -C 1 -R 1 --request-size=65536 nbd://127.0.0.1/EXPORT - 2> $W/nbdcopy.err; echo $? > $W/nbdcopy.rc ) | python3 /opt/t/pace.py $W/copy.img $W/progress &
@@ -45,9 +44,8 @@ p2=$(mainpid); step "usr2 pid=$p2 active=$(systemctl is-active netroot.service) 
 until_bytes 3145728
 systemctl reload netroot.service; rc=$?
 step "reload rc=$rc pid=$(mainpid) at=$(progress)"
-step "waiting"
 wait
-step "waited"; step "nbdcopy rc=$(cat $W/nbdcopy.rc) bytes=$(progress)"
+step "nbdcopy rc=$(cat $W/nbdcopy.rc) bytes=$(progress)"
 finish
 `
 
@@ -150,6 +148,8 @@ func TestSystemdKeepsClientsInNspawn(t *testing.T) {
 	assert.Regexp(t, `reload rc=0 pid=`+pids[2][1], steps)
 	assert.Contains(t, steps, "nbdcopy rc=0")
 	assert.Contains(t, steps, "end active=active")
+	assert.Contains(t, steps, "stopped")
+	assert.Contains(t, journal, "netroot.service: Deactivated successfully.", "systemctl stop ends the service cleanly")
 	assert.Empty(t, read("nbdcopy.err"))
 	assert.True(t, bytes.Equal(image, []byte(read("copy.img"))), "nbdcopy read the image byte-exact")
 	assert.Contains(t, journal, "restart: connections stored with systemd")
