@@ -90,6 +90,14 @@ func (s *Server) currentIDs() []string {
 	return ids
 }
 
+// selector is what chooses m's build: its Image, or the default image's.
+func (s *Server) selector(m Machine) string {
+	if m.Image == "" {
+		return s.Image
+	}
+	return m.Image
+}
+
 type reloadKind int
 
 const (
@@ -130,8 +138,8 @@ func (s *Server) reload(ctx context.Context, kind reloadKind) error {
 	// What each selector wants now.
 	selectors := []string{s.Image}
 	for _, m := range s.Machines {
-		if !slices.Contains(selectors, m.Image) {
-			selectors = append(selectors, m.Image)
+		if sel := s.selector(m); !slices.Contains(selectors, sel) {
+			selectors = append(selectors, sel)
 		}
 	}
 	want := map[string]BuildInfo{}
@@ -404,6 +412,11 @@ func (s *Server) stage(ctx context.Context, c Content, rel string) error {
 	if c.Path != "" {
 		// A fresh folder per build: a hard link when the TFTP root shares the build's file
 		// system, else a copy (copy_file_range, which some file systems turn into a clone).
+		if a, err := os.Stat(c.Path); err == nil {
+			if b, err := os.Stat(dst); err == nil && os.SameFile(a, b) {
+				return nil
+			}
+		}
 		if atomicfile.Link(c.Path, dst) == nil {
 			return nil
 		}
@@ -445,7 +458,8 @@ func (s *Server) sweep(final bool) {
 		return
 	}
 	for id, b := range s.builds {
-		if !final && (b.current || b.clients > 0 || now.Sub(b.idleSince) < s.grace() || now.Sub(b.lastLeft) < s.grace()) {
+		if !final && (b.current || b.clients > 0 || now.Sub(b.idleSince) < s.grace() || now.Sub(b.lastLeft) < s.grace() ||
+			b.export != nil && now.Sub(s.exports.lookedUp(b.export.Name)) < s.grace()) {
 			continue
 		}
 		delete(s.builds, id)

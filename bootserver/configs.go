@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path"
 	"path/filepath"
@@ -30,9 +31,10 @@ const markerLine = Marker + "; it rewrites this file when the builds change. Rem
 
 // Where the configs go in the TFTP root.
 const (
-	pxelinuxDir = pxecfg.ConfigDir
-	grubConfig  = pxecfg.DefaultGRUBConfig
-	ipxeScript  = pxecfg.DefaultIPXEScript
+	pxelinuxDir       = pxecfg.ConfigDir
+	grubConfig        = pxecfg.DefaultGRUBConfig
+	grubMachineConfig = "grub/grub.cfg-01-" // + the machine's MAC address
+	ipxeScript        = pxecfg.DefaultIPXEScript
 )
 
 // KernelCmdline composes the kernel command line of a boot entry: the build's suggested
@@ -54,11 +56,22 @@ func KernelCmdline(root overlaycmdline.Root, opts overlaycmdline.Options, buildO
 	return line, nil
 }
 
-// menu returns the boot menu for build b with extra kernel options.
-func (s *Server) menu(b *build, extra string) (*pxecfg.Config, error) {
+// nbdHost is the NBD server the configs of the machine with hardware address mac name:
+// NBDHost's choice, or ServerIP.
+func (s *Server) nbdHost(mac net.HardwareAddr) netip.Addr {
+	if s.NBDHost != nil && len(mac) == 6 {
+		if a := s.NBDHost(mac); a.IsValid() {
+			return a.Unmap()
+		}
+	}
+	return s.ServerIP.Unmap()
+}
+
+// menu returns the boot menu for build b with extra kernel options, its NBD root on host.
+func (s *Server) menu(b *build, extra string, host netip.Addr) (*pxecfg.Config, error) {
 	var roots []overlaycmdline.Root
 	if b.export != nil {
-		roots = append(roots, overlaycmdline.NBD(s.ServerIP.Unmap().String(), b.export.Name))
+		roots = append(roots, overlaycmdline.NBD(host.String(), b.export.Name))
 	}
 	if b.slot >= 0 {
 		r := overlaycmdline.AoE(s.AoEShelf, uint8(b.slot))
@@ -137,20 +150,23 @@ func hasMarker(p string) (exists, marked bool, err error) {
 	return true, false, nil
 }
 
-// dynamicConfigs are the per-machine configs for MAC prefixes: pxelinux and iPXE ask for a
-// file named after the full MAC, which the TFTP handler renders for the machine's group.
+// dynamicConfigs are the per-machine configs rendered when a machine asks for them by the
+// name pxelinux, GRUB or iPXE derive from its MAC address: for machines in a MAC-prefix group,
+// and for every machine when NBDHost places machines on NBD servers.
 type dynamicConfigs struct {
 	mu sync.RWMutex
 	prefixConfigs
 }
 
 type prefixConfigs struct {
-	pxe, ipxe []prefixConfig // longest prefix first
+	prefixes []prefixConfig // longest prefix first
+	any      *prefixConfig  // every other machine, or nil
 }
 
 type prefixConfig struct {
-	mac  net.HardwareAddr
-	data []byte
+	mac   net.HardwareAddr
+	b     *build
+	extra string
 }
 
 // writeConfigs writes every boot config for the builds next selects and removes the ones a
@@ -161,7 +177,7 @@ func (s *Server) writeConfigs(ctx context.Context, next map[string]*build) error
 		formats = pxecfg.FormatAll
 	}
 	def := next[s.Image]
-	defMenu, err := s.menu(def, "")
+	defMenu, err := s.menu(def, "", s.ServerIP.Unmap())
 	if err != nil {
 		return err
 	}
@@ -181,18 +197,27 @@ func (s *Server) writeConfigs(ctx context.Context, next map[string]*build) error
 		cfg *pxecfg.Config
 	}
 	var menus []machineMenu
+	var dyn prefixConfigs
 	for _, m := range ms {
-		b := next[m.Image]
+		b := next[s.selector(m)]
 		if b == nil {
 			continue
 		}
-		cfg, err := s.menu(b, m.Append)
+		if m.Prefix() {
+			// Rendered when a machine of the group asks (its NBD host may depend on its MAC).
+			dyn.prefixes = append(dyn.prefixes, prefixConfig{m.MAC, b, m.Append})
+			continue
+		}
+		cfg, err := s.menu(b, m.Append, s.nbdHost(m.MAC))
 		if err != nil {
 			return fmt.Errorf("%w (machine %s)", err, m.MAC)
 		}
 		menus = append(menus, machineMenu{m, cfg})
 	}
-	var dyn prefixConfigs
+	if s.NBDHost != nil {
+		// Every other machine gets the default menu with its own NBD host, rendered on request.
+		dyn.any = &prefixConfig{b: def}
+	}
 	if formats&pxecfg.FormatPXELinux != 0 {
 		data, err := render(pxecfg.FormatPXELinux, defMenu, "")
 		if err != nil {
@@ -211,28 +236,29 @@ func (s *Server) writeConfigs(ctx context.Context, next map[string]*build) error
 			if err != nil {
 				return err
 			}
-			if mm.m.Prefix() {
-				dyn.pxe = append(dyn.pxe, prefixConfig{mm.m.MAC, data})
-				continue
-			}
 			put(pxelinuxDir+"/01-"+dashed(mm.m.MAC), data)
 		}
 	}
 	if formats&pxecfg.FormatGRUB != 0 {
 		var dispatch strings.Builder
 		for _, mm := range menus {
-			name := path.Dir(grubConfig) + "/grub.cfg-" + dashed(mm.m.MAC)
-			if !mm.m.Prefix() {
-				name = path.Dir(grubConfig) + "/grub.cfg-01-" + dashed(mm.m.MAC)
-				fmt.Fprintf(&dispatch, "if [ \"$net_default_mac\" = %s ]; then configfile %s; fi\n", mm.m.MAC, "/"+name)
-			} else {
-				fmt.Fprintf(&dispatch, "if regexp %s \"$net_default_mac\"; then configfile %s; fi\n", pxecfg.GRUBQuote("^"+mm.m.MAC.String()+":"), "/"+name)
-			}
+			name := grubMachineConfig + dashed(mm.m.MAC)
+			fmt.Fprintf(&dispatch, "if [ \"$net_default_mac\" = %s ]; then configfile %s; fi\n", mm.m.MAC, "/"+name)
 			data, err := render(pxecfg.FormatGRUB, mm.cfg, "")
 			if err != nil {
 				return err
 			}
 			put(name, data)
+		}
+		if dyn.any != nil {
+			// Served by name for any machine (GRUB's variable has colons; the TFTP handler
+			// takes both spellings).
+			fmt.Fprintf(&dispatch, "configfile /%s$net_default_mac\n", grubMachineConfig)
+		} else {
+			for _, pc := range dyn.prefixes {
+				fmt.Fprintf(&dispatch, "if regexp %s \"$net_default_mac\"; then configfile /%s$net_default_mac; fi\n",
+					pxecfg.GRUBQuote("^"+pc.mac.String()+":"), grubMachineConfig)
+			}
 		}
 		data, err := render(pxecfg.FormatGRUB, defMenu, dispatch.String())
 		if err != nil {
@@ -242,7 +268,7 @@ func (s *Server) writeConfigs(ctx context.Context, next map[string]*build) error
 	}
 	if formats&pxecfg.FormatIPXE != 0 {
 		dispatch := ""
-		if len(menus) > 0 {
+		if len(menus) > 0 || len(dyn.prefixes) > 0 || dyn.any != nil {
 			// A machine with a script of its own (or in a group) gets it; others fall through.
 			dispatch = "chain --autofree boot-01-${netX/mac:hexhyp}.ipxe ||\n"
 		}
@@ -255,10 +281,6 @@ func (s *Server) writeConfigs(ctx context.Context, next map[string]*build) error
 			data, err := render(pxecfg.FormatIPXE, mm.cfg, "")
 			if err != nil {
 				return err
-			}
-			if mm.m.Prefix() {
-				dyn.ipxe = append(dyn.ipxe, prefixConfig{mm.m.MAC, data})
-				continue
 			}
 			put("boot-01-"+dashed(mm.m.MAC)+".ipxe", data)
 		}
@@ -280,6 +302,9 @@ func (s *Server) writeConfigs(ctx context.Context, next map[string]*build) error
 		}
 	}
 	for _, name := range order {
+		if old, err := os.ReadFile(s.path(name)); err == nil && bytes.Equal(old, files[name]) {
+			continue // unchanged: a watch tick rewrites nothing
+		}
 		if err := os.MkdirAll(filepath.Dir(s.path(name)), 0o755); err != nil {
 			return fmt.Errorf("bootserver: %w", err)
 		}
@@ -382,17 +407,18 @@ func (d *dynamicConfigs) set(n prefixConfigs) {
 	d.mu.Unlock()
 }
 
-// lookup returns the config for a per-MAC file name of a machine in a prefix group.
-func (d *dynamicConfigs) lookup(name string) ([]byte, bool) {
-	var list []prefixConfig
+// dynamicConfig renders the config a per-MAC file name asks for, if a machine group (or
+// NBDHost) covers that MAC.
+func (s *Server) dynamicConfig(name string) ([]byte, bool) {
+	var format pxecfg.Format
 	var mac string
-	d.mu.RLock()
-	defer d.mu.RUnlock()
 	switch {
 	case strings.HasPrefix(name, pxelinuxDir+"/01-"):
-		list, mac = d.pxe, strings.TrimPrefix(name, pxelinuxDir+"/01-")
+		format, mac = pxecfg.FormatPXELinux, strings.TrimPrefix(name, pxelinuxDir+"/01-")
 	case strings.HasPrefix(name, "boot-01-") && strings.HasSuffix(name, ".ipxe"):
-		list, mac = d.ipxe, strings.TrimSuffix(strings.TrimPrefix(name, "boot-01-"), ".ipxe")
+		format, mac = pxecfg.FormatIPXE, strings.TrimSuffix(strings.TrimPrefix(name, "boot-01-"), ".ipxe")
+	case strings.HasPrefix(name, grubMachineConfig):
+		format, mac = pxecfg.FormatGRUB, strings.TrimPrefix(name, grubMachineConfig)
 	default:
 		return nil, false
 	}
@@ -400,12 +426,30 @@ func (d *dynamicConfigs) lookup(name string) ([]byte, bool) {
 	if err != nil || len(hw) != 6 {
 		return nil, false
 	}
-	for _, pc := range list { // longest prefix first
-		if bytes.HasPrefix(hw, pc.mac) {
-			return pc.data, true
+	d := s.dynamic
+	d.mu.RLock()
+	pc := d.any
+	for i := range d.prefixes {
+		if bytes.HasPrefix(hw, d.prefixes[i].mac) {
+			pc = &d.prefixes[i]
+			break
 		}
 	}
-	return nil, false
+	d.mu.RUnlock()
+	if pc == nil {
+		return nil, false
+	}
+	cfg, err := s.menu(pc.b, pc.extra, s.nbdHost(hw))
+	if err != nil {
+		s.log().Warn("rendering a machine's boot config", "file", name, "err", err)
+		return nil, false
+	}
+	data, err := render(format, cfg, "")
+	if err != nil {
+		s.log().Warn("rendering a machine's boot config", "file", name, "err", err)
+		return nil, false
+	}
+	return data, true
 }
 
 // tftpHandler serves the TFTP root, and the configs of machines in prefix groups.
@@ -413,8 +457,8 @@ func (s *Server) tftpHandler() tftp.Handler {
 	files := tftp.NewFileServer(s.TFTPRoot, &tftp.FileServerConfig{Remap: tftp.SlashPath})
 	return tftp.HandlerFunc(func(w tftp.ResponseWriter, r *tftp.Request) {
 		name := strings.ToLower(tftp.SlashPath(r.Filename))
-		if data, ok := s.dynamic.lookup(name); ok {
-			if _, err := os.Stat(s.path(name)); err != nil {
+		if _, err := os.Stat(s.path(name)); err != nil {
+			if data, ok := s.dynamicConfig(name); ok {
 				_ = w.ServeContent(bytes.NewReader(data), int64(len(data)))
 				return
 			}

@@ -24,13 +24,14 @@ const (
 	NBDDetach      // an NBD client's connection to Build's export ended
 	AoEDiscover    // an AoE initiator (Client, a MAC address) found Build's device
 	ServiceStopped // a service of the group stopped (File names it; Err why)
+	HTTPRequest    // an HTTP request for a boot file finished (Client, File, Bytes, Err)
 )
 
 var eventNames = [...]string{
 	BuildReady: "build-ready", BuildCurrent: "build-current", BuildRejected: "build-rejected",
 	BuildRetired: "build-retired", ConfigWritten: "config-written", Ready: "ready", TFTPTransfer: "tftp-transfer",
 	NBDAttach: "nbd-attach", NBDDetach: "nbd-detach", AoEDiscover: "aoe-discover",
-	ServiceStopped: "service-stopped",
+	ServiceStopped: "service-stopped", HTTPRequest: "http-request",
 }
 
 func (k EventKind) String() string {
@@ -41,7 +42,7 @@ func (k EventKind) String() string {
 }
 
 // Event is one thing that happened in a Server, for status pages and logs. Fields that do not
-// apply to the Kind are zero.
+// apply to the Kind are zero. Services report their own events with Server.Emit.
 type Event struct {
 	Time   time.Time
 	Kind   EventKind

@@ -6,7 +6,6 @@ import (
 	"net"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/netroot/netroot/nbd"
@@ -19,6 +18,17 @@ type exportTable struct {
 	exports []*nbd.Export
 	byName  map[string]*nbd.Export
 	def     string
+
+	// looked records when each export was last looked up: a client between its lookup and
+	// OnAttach is not counted yet, so a build looked up within the grace period stays.
+	lookMu sync.Mutex
+	looked map[string]time.Time
+}
+
+func (t *exportTable) lookedUp(name string) time.Time {
+	t.lookMu.Lock()
+	defer t.lookMu.Unlock()
+	return t.looked[name]
 }
 
 var _ nbd.ExportLookup = (*exportTable)(nil)
@@ -37,6 +47,9 @@ func (t *exportTable) remove(name string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.byName, name)
+	t.lookMu.Lock()
+	delete(t.looked, name)
+	t.lookMu.Unlock()
 	t.exports = slices.DeleteFunc(t.exports, func(e *nbd.Export) bool { return e.Name == name })
 }
 
@@ -64,6 +77,12 @@ func (t *exportTable) LookupExport(_ context.Context, name string) (*nbd.Export,
 		name = t.def
 	}
 	if e, ok := t.byName[name]; ok {
+		t.lookMu.Lock()
+		if t.looked == nil {
+			t.looked = map[string]time.Time{}
+		}
+		t.looked[e.Name] = time.Now()
+		t.lookMu.Unlock()
 		return e, nil
 	}
 	return nil, fmt.Errorf("%w %q", nbd.ErrUnknownExport, name)
@@ -76,61 +95,13 @@ func (t *exportTable) ListExports(context.Context) ([]*nbd.Export, error) {
 	return slices.Clone(t.exports), nil
 }
 
-// connTracker counts the NBD connections attached to each build, so that an old build is kept
-// while any client uses it. nbd.Server reports attaching (OnAttach) but not the end of a
-// connection, so the tracker keeps the accepted *net.TCPConn values (unwrapped: the NBD
-// server's sendfile and splice paths need them as they are) and notices their closing by
-// polling.
+// connTracker counts the NBD connections attached to each build (nbd.Server's OnAttach and
+// OnDetach), so that an old build is kept while any client uses it.
 type connTracker struct {
-	s       *Server
-	mu      sync.Mutex
-	conns   map[string]*trackedConn // by remote address
-	pinned  map[string]*build       // attached connections the tracker cannot watch
-	stopc   chan struct{}
-	stopped sync.Once
-	period  time.Duration
+	s *Server
 }
 
-type trackedConn struct {
-	raw   syscall.RawConn
-	build *build
-}
-
-func newConnTracker(s *Server) *connTracker {
-	return &connTracker{s: s, conns: map[string]*trackedConn{}, pinned: map[string]*build{}, stopc: make(chan struct{}), period: 200 * time.Millisecond}
-}
-
-// listener returns l with every accepted TCP connection tracked.
-func (t *connTracker) listener(l net.Listener) net.Listener { return &trackingListener{l, t} }
-
-type trackingListener struct {
-	net.Listener
-	t *connTracker
-}
-
-func (l *trackingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return c, err
-	}
-	l.t.track(c)
-	return c, nil
-}
-
-// track starts watching c, a connection the NBD server will serve.
-func (t *connTracker) track(c net.Conn) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return
-	}
-	t.mu.Lock()
-	t.conns[c.RemoteAddr().String()] = &trackedConn{raw: raw}
-	t.mu.Unlock()
-}
+func newConnTracker(s *Server) *connTracker { return &connTracker{s: s} }
 
 // attached is the NBD server's OnAttach.
 func (t *connTracker) attached(e *nbd.Export, remote net.Addr) {
@@ -144,16 +115,28 @@ func (t *connTracker) attached(e *nbd.Export, remote net.Addr) {
 	if b == nil {
 		return
 	}
-	key := remote.String()
-	t.mu.Lock()
-	if tc, ok := t.conns[key]; ok {
-		tc.build = b
-	} else {
-		t.pinned[key] = b
-	}
-	t.mu.Unlock()
-	s.log().Info("nbd client attached", "client", key, "export", e.Name)
+	s.log().Info("nbd client attached", "client", addrString(remote), "export", e.Name)
 	s.emit(Event{Kind: NBDAttach, Build: b.id, Client: addrHost(remote)})
+}
+
+// detached is the NBD server's OnDetach.
+func (t *connTracker) detached(d nbd.Detach) {
+	s := t.s
+	s.mu.Lock()
+	b := s.builds[buildOfExport(d.Export)]
+	if b != nil {
+		b.clients--
+		if b.clients == 0 {
+			b.lastLeft = time.Now()
+		}
+	}
+	s.mu.Unlock()
+	if b == nil {
+		return
+	}
+	s.log().Info("nbd client detached", "client", addrString(d.Remote), "export", d.Export.Name,
+		"read", d.BytesRead, "took", d.Duration.Round(time.Millisecond), "handed_over", d.HandedOver)
+	s.emit(Event{Kind: NBDDetach, Build: b.id, Client: addrHost(d.Remote), Bytes: d.BytesRead, Err: d.Err})
 }
 
 func buildOfExport(e *nbd.Export) BuildID {
@@ -161,63 +144,16 @@ func buildOfExport(e *nbd.Export) BuildID {
 	return id
 }
 
-func addrHost(a net.Addr) string {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.IP.String()
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
 	}
 	return a.String()
 }
 
-// run polls the tracked connections until shutdown.
-func (t *connTracker) run(context.Context) error {
-	tick := time.NewTicker(t.period)
-	defer tick.Stop()
-	for {
-		select {
-		case <-t.stopc:
-			return nil
-		case <-tick.C:
-			t.poll()
-		}
+func addrHost(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
 	}
-}
-
-func (t *connTracker) poll() {
-	var gone []*build
-	t.mu.Lock()
-	for key, tc := range t.conns {
-		// Control fails once the connection is closed.
-		if tc.raw.Control(func(uintptr) {}) == nil {
-			continue
-		}
-		delete(t.conns, key)
-		if tc.build != nil {
-			gone = append(gone, tc.build)
-		}
-	}
-	t.mu.Unlock()
-	if len(gone) == 0 {
-		return
-	}
-	s := t.s
-	now := time.Now()
-	s.mu.Lock()
-	for _, b := range gone {
-		b.clients--
-		if b.clients == 0 {
-			b.lastLeft = now
-		}
-	}
-	s.mu.Unlock()
-	for _, b := range gone {
-		s.log().Info("nbd client detached", "export", b.id.String())
-		s.emit(Event{Kind: NBDDetach, Build: b.id})
-	}
-}
-
-func (t *connTracker) shutdown(context.Context) error { return t.close() }
-
-func (t *connTracker) close() error {
-	t.stopped.Do(func() { close(t.stopc) })
-	return nil
+	return addrString(a)
 }

@@ -25,6 +25,9 @@ type Machine struct {
 	Append string
 	// Name is a note for people (logs, menu title).
 	Name string
+	// Loader is the boot loader a DHCP service offers the machine: "" or "auto" (by its
+	// firmware), "pxelinux", "shim", "ipxe" or "none". The boot configs do not depend on it.
+	Loader string
 }
 
 // Prefix reports whether m names a group of machines rather than one.
@@ -54,6 +57,7 @@ type machinesFile struct {
 		Image  string `toml:"image"`
 		Append string `toml:"append"`
 		Name   string `toml:"name"`
+		Loader string `toml:"loader"`
 	} `toml:"machine"`
 }
 
@@ -63,6 +67,7 @@ type machinesFile struct {
 //	mac = "52:54:00:12:34:56"     # one machine
 //	image = "leap-diskless"       # image name or build ID; default image when left out
 //	append = "console=ttyS1"
+//	loader = "ipxe"               # for a DHCP service: auto, pxelinux, shim, ipxe, none
 //
 //	[[machine]]
 //	mac = "52:54:00"              # every machine whose MAC starts so
@@ -74,7 +79,7 @@ func ParseMachines(data []byte) ([]Machine, error) {
 		return nil, fmt.Errorf("bootserver: machines: %w", err)
 	}
 	if und := md.Undecoded(); len(und) > 0 {
-		return nil, fmt.Errorf("bootserver: machines: unknown setting %q (want mac, image, append, name)", und[0].String())
+		return nil, fmt.Errorf("bootserver: machines: unknown setting %q (want mac, image, append, loader, name)", und[0].String())
 	}
 	var out []Machine
 	seen := map[string]int{}
@@ -87,7 +92,12 @@ func ParseMachines(data []byte) ([]Machine, error) {
 			return nil, fmt.Errorf("bootserver: machines: machines %d and %d both have MAC %s", j+1, i+1, mac)
 		}
 		seen[mac.String()] = i
-		out = append(out, Machine{MAC: mac, Image: m.Image, Append: m.Append, Name: m.Name})
+		switch m.Loader {
+		case "", "auto", "pxelinux", "shim", "ipxe", "none":
+		default:
+			return nil, fmt.Errorf("bootserver: machines: machine %d: loader %q: want auto, pxelinux, shim, ipxe or none", i+1, m.Loader)
+		}
+		out = append(out, Machine{MAC: mac, Image: m.Image, Append: m.Append, Name: m.Name, Loader: m.Loader})
 	}
 	return out, nil
 }

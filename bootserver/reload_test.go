@@ -14,6 +14,7 @@ import (
 
 	"github.com/netroot/netroot/bootserver"
 	"github.com/netroot/netroot/kis/kistest"
+	"github.com/netroot/netroot/tftp"
 )
 
 func buildState(srv *bootserver.Server, id string) (bootserver.BuildState, bool) {
@@ -54,16 +55,13 @@ func TestReloadAddsBuild(t *testing.T) {
 	assert.True(t, ev.has(bootserver.BuildCurrent, v2))
 
 	// Nobody uses v1: it goes after the grace period, with its staged files.
-	require.Eventually(t, func() bool { _, ok := buildState(srv, v1); return !ok }, 10*time.Second, 20*time.Millisecond)
-	assert.True(t, ev.has(bootserver.BuildRetired, v1))
+	require.Eventually(t, func() bool { return ev.has(bootserver.BuildRetired, v1) }, 10*time.Second, 20*time.Millisecond)
+	_, ok := buildState(srv, v1)
+	assert.False(t, ok)
 	assert.NoDirExists(t, filepath.Join(srv.TFTPRoot, "boot", v1))
 	assert.DirExists(t, filepath.Join(srv.TFTPRoot, "boot", v2))
-	_, _, err := func() (any, any, error) {
-		c, _ := attach(t, srv, v2)
-		c.Close()
-		return nil, nil, nil
-	}()
-	require.NoError(t, err)
+	_, err := tftpGet(t, srv, "boot/"+v1+"/linux")
+	assert.ErrorIs(t, err, tftp.ErrFileNotFound)
 }
 
 func TestOldExportStaysWhileAttached(t *testing.T) {
@@ -100,7 +98,7 @@ func TestOldExportStaysWhileAttached(t *testing.T) {
 	require.NoError(t, c.Close())
 	require.Eventually(t, func() bool { return ev.has(bootserver.NBDDetach, v1) }, 5*time.Second, 10*time.Millisecond)
 	left := time.Now()
-	require.Eventually(t, func() bool { _, ok := buildState(srv, v1); return !ok }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return ev.has(bootserver.BuildRetired, v1) }, 10*time.Second, 10*time.Millisecond)
 	assert.GreaterOrEqual(t, time.Since(left), srv.Grace-50*time.Millisecond, "kept for the grace period after the last client left")
 	assert.NoDirExists(t, filepath.Join(srv.TFTPRoot, "boot", v1))
 	assert.NoFileExists(t, filepath.Join(cache, v1), "the unpacked image is removed")

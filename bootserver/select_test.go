@@ -96,6 +96,7 @@ mac = "52:54:00:12:34:56"
 image = "leap"
 append = "console=ttyS1"
 name = "lab-1"
+loader = "ipxe"
 
 [[machine]]
 mac = "52-54-00"
@@ -106,6 +107,7 @@ image = "tw.x86_64-2.0.0"
 	assert.Equal(t, net.HardwareAddr{0x52, 0x54, 0, 0x12, 0x34, 0x56}, ms[0].MAC)
 	assert.False(t, ms[0].Prefix())
 	assert.Equal(t, "console=ttyS1", ms[0].Append)
+	assert.Equal(t, "ipxe", ms[0].Loader)
 	assert.True(t, ms[1].Prefix())
 	assert.True(t, ms[1].Matches(net.HardwareAddr{0x52, 0x54, 0, 1, 2, 3}))
 	assert.False(t, ms[1].Matches(net.HardwareAddr{0x52, 0x55, 0, 1, 2, 3}))
@@ -116,6 +118,7 @@ image = "tw.x86_64-2.0.0"
 		{"duplicate", "[[machine]]\nmac = \"52:54:00\"\n[[machine]]\nmac = \"52-54-00\"\n", "machines 1 and 2 both have MAC 52:54:00"},
 		{"unknown key", "[[machine]]\nmac = \"52:54:00\"\nimg = \"x\"\n", `unknown setting "machine.img"`},
 		{"not toml", "[[machine", "machines:"},
+		{"bad loader", "[[machine]]\nmac = \"52:54:00\"\nloader = \"grub\"\n", `loader "grub"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := bootserver.ParseMachines([]byte(tc.in))
@@ -123,4 +126,23 @@ image = "tw.x86_64-2.0.0"
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+// FuzzParseMachines checks that a machines file either parses into valid machines or fails
+// with a bootserver error, never panicking.
+func FuzzParseMachines(f *testing.F) {
+	f.Add("[[machine]]\nmac = \"52:54:00:12:34:56\"\nimage = \"leap\"\nappend = \"console=ttyS1\"\n")
+	f.Add("[[machine]]\nmac = \"52-54-00\"\nloader = \"ipxe\"\n[[machine]]\nmac = \"aa\"\n")
+	f.Add("[[machine]]\nmac = \"\"\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		ms, err := bootserver.ParseMachines([]byte(s))
+		if err != nil {
+			assert.Regexp(t, "^bootserver: machines", err.Error())
+			return
+		}
+		for _, m := range ms {
+			assert.True(t, len(m.MAC) >= 1 && len(m.MAC) <= 6, "%v", m.MAC)
+			assert.Equal(t, len(m.MAC) < 6, m.Prefix())
+		}
+	})
 }

@@ -58,6 +58,12 @@ type Server struct {
 	// ServerIP is this server's IPv4 address as clients reach it; it goes into
 	// root=overlay:nbd=SERVER-IP:EXPORT and is required with NBD.
 	ServerIP netip.Addr
+	// NBDHost, when set, chooses the NBD server each machine's boot config names (one of
+	// several replicas serving the same builds, such as store.PickReplica's choice); an
+	// invalid Addr means ServerIP. Every machine then gets its configs by its MAC address:
+	// Machines as files, all others rendered when pxelinux, GRUB or iPXE ask for them by name
+	// (pxelinux.cfg/01-MAC, grub/grub.cfg-01-MAC, boot-01-MAC.ipxe). Nil means ServerIP for all.
+	NBDHost func(mac net.HardwareAddr) netip.Addr
 	// TFTPAddr is the UDP address TFTP listens on; "" means DefaultTFTPAddr. Ignored when
 	// Listeners.TFTP is set.
 	TFTPAddr string
@@ -205,6 +211,10 @@ func (s *Server) protoLog(proto string) *slog.Logger {
 	return s.ProtocolLogger.With("proto", proto)
 }
 
+// Emit reports e to OnEvent (Time set to now when zero); for Services that report their own
+// events, such as HTTPRequest.
+func (s *Server) Emit(e Event) { s.emit(e) }
+
 func (s *Server) emit(e Event) {
 	if s.OnEvent == nil {
 		return
@@ -255,7 +265,7 @@ func (s *Server) check() error {
 // Run prepares the builds, starts the servers and serves until ctx ends (then stops
 // gracefully within ShutdownTimeout and returns nil), Shutdown or Close is called (then it
 // returns ErrServerClosed), or a server of the group fails (then it stops the others and
-// returns that error). Run may be called once.
+// returns that error). Run may be called once; again only after it failed before serving.
 func (s *Server) Run(ctx context.Context) (err error) {
 	if err := s.check(); err != nil {
 		return err
@@ -277,7 +287,17 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	s.tracker = newConnTracker(s)
 	s.dynamic = &dynamicConfigs{}
 	s.mu.Unlock()
-	defer close(s.done)
+	served := false
+	defer func() {
+		s.mu.Lock()
+		s.state = stateStopped
+		if !served {
+			// Nothing was served: the configuration can be fixed and Run called again.
+			s.state = stateNew
+		}
+		s.mu.Unlock()
+		close(s.done)
+	}()
 	defer s.closeBuilds()
 
 	if err := s.reload(ctx, reloadInitial); err != nil {
@@ -299,6 +319,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	for _, svc := range s.Services {
 		g.add(svc.Name(), svc.Serve, svc.Shutdown, svc.Close)
 	}
+	served = true
 	if err := s.takeOver(ctx); err != nil {
 		s.log().Error("upgrade: taking over connections", "err", err)
 	}
@@ -354,9 +375,6 @@ loop:
 		failed = werr
 	}
 	s.aoe.stop()
-	s.mu.Lock()
-	s.state = stateStopped
-	s.mu.Unlock()
 	if failed != nil {
 		return failed
 	}
@@ -460,6 +478,7 @@ func (s *Server) startServers(g *group) error {
 			Exports:  s.exports,
 			Logger:   s.protoLog("nbd"),
 			OnAttach: s.tracker.attached,
+			OnDetach: s.tracker.detached,
 		}
 		ln := s.Listeners.NBD
 		if ln == nil {
@@ -476,11 +495,9 @@ func (s *Server) startServers(g *group) error {
 		s.nbd, s.active.NBD = nsrv, ln
 		s.mu.Unlock()
 		s.log().Info("nbd listening", "addr", ln.Addr().String(), "exports", s.exports.names())
-		tl := s.tracker.listener(ln)
-		g.add("nbd", func(context.Context) error { return s.nbdServed(ignore(nsrv.Serve(tl), nbd.ErrServerClosed)) },
+		g.add("nbd", func(context.Context) error { return s.nbdServed(ignore(nsrv.Serve(ln), nbd.ErrServerClosed)) },
 			func(ctx context.Context) error { s.endHandover(); return nsrv.Shutdown(ctx) },
 			func() error { s.endHandover(); return nsrv.Close() })
-		g.add("nbd-tracker", s.tracker.run, s.tracker.shutdown, s.tracker.close)
 	}
 
 	// AoE

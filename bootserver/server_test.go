@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -169,4 +170,83 @@ func TestShutdownReturnsServerClosed(t *testing.T) {
 	require.NoError(t, srv.Shutdown(context.Background()))
 	err := <-errc
 	assert.True(t, errors.Is(err, bootserver.ErrServerClosed), "%v", err)
+}
+
+func TestServicesRunInTheGroup(t *testing.T) {
+	kisDir := t.TempDir()
+	writeBuild(t, kisDir, "leap", "1.0.0", 1)
+	srv, ev := newServer(t, kisDir)
+	started, stopped := make(chan string, 1), make(chan struct{})
+	srv.Services = []bootserver.Service{bootserver.ServiceFuncs{
+		ServiceName: "fake",
+		ServeFunc: func(context.Context) error {
+			// Services start once the first build is published.
+			started <- srv.State().Default.String()
+			<-stopped
+			return errFakeClosed
+		},
+		ShutdownFunc: func(context.Context) error { close(stopped); return nil },
+		Closed:       errFakeClosed,
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Run(ctx) }()
+	assert.Equal(t, "leap.x86_64-1.0.0", <-started)
+	require.Eventually(t, func() bool { return ev.has(bootserver.Ready, "") }, 10*time.Second, 10*time.Millisecond)
+	cancel()
+	require.NoError(t, <-errc, "a service's Closed error is no failure")
+	select {
+	case <-stopped:
+	default:
+		t.Fatal("the service was not shut down with the group")
+	}
+}
+
+func TestFailingServiceStopsTheGroup(t *testing.T) {
+	kisDir := t.TempDir()
+	writeBuild(t, kisDir, "leap", "1.0.0", 1)
+	srv, _ := newServer(t, kisDir)
+	srv.Services = []bootserver.Service{bootserver.ServiceFuncs{
+		ServiceName: "broken",
+		ServeFunc:   func(context.Context) error { return errors.New("port in use") },
+	}}
+	err := srv.Run(context.Background())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "broken server: port in use")
+}
+
+var errFakeClosed = errors.New("fake: closed")
+
+func TestMetrics(t *testing.T) {
+	kisDir := t.TempDir()
+	writeBuild(t, kisDir, "leap", "1.0.0", 1)
+	srv, _ := newServer(t, kisDir)
+	reg := prometheus.NewRegistry()
+	srv.Registerer = reg
+	run(t, srv)
+	readExport(t, srv, "leap.x86_64-1.0.0")
+	_, err := tftpGet(t, srv, "pxelinux.cfg/default")
+	require.NoError(t, err)
+
+	gather := func() map[string]float64 {
+		families, err := reg.Gather()
+		require.NoError(t, err)
+		got := map[string]float64{}
+		for _, f := range families {
+			for _, m := range f.GetMetric() {
+				name := f.GetName()
+				for _, l := range m.GetLabel() {
+					name += "," + l.GetName() + "=" + l.GetValue()
+				}
+				got[name] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+		}
+		return got
+	}
+	// The server counts a transfer when it has seen the last acknowledgement.
+	require.Eventually(t, func() bool { return gather()["netroot_tftp_completed_total"] >= 1 }, 5*time.Second, 10*time.Millisecond)
+	got := gather()
+	assert.Equal(t, 1.0, got["netroot_build_info,build=leap.x86_64-1.0.0,image=leap,state=current"])
+	assert.Contains(t, got, "netroot_build_nbd_clients,build=leap.x86_64-1.0.0")
+	assert.GreaterOrEqual(t, got["netroot_nbd_attached_total"], 1.0)
 }

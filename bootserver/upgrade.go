@@ -380,7 +380,6 @@ func (s *Server) resume(ctx context.Context, nsrv *nbd.Server, f handoff.File) e
 	if err != nil {
 		return fmt.Errorf("bootserver: client %s: %w", st.Remote, err)
 	}
-	s.tracker.track(c)
 	go func() { _ = nsrv.Resume(context.Background(), c, st) }()
 	return nil
 }

@@ -3,10 +3,12 @@ package nbd_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/netroot/netroot/backend"
 	"github.com/netroot/netroot/nbd"
@@ -96,4 +98,56 @@ func TestFileShrinksUnderSendfile(t *testing.T) {
 	n, err := io.ReadFull(r.br, make([]byte, 1<<20))
 	assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
 	assert.Equal(t, 100<<10, n, "what the file still has, then the end of the connection")
+}
+
+// TestCutWriteLeavesNothing: a WRITE whose payload the client does not finish sending (it
+// disconnects) changes nothing, whatever path serves it: inline from the read buffer, from
+// memory, or spliced from the socket into a file, within the pipe or beyond.
+func TestCutWriteLeavesNothing(t *testing.T) {
+	const size = 8 << 20
+	for _, dev := range []string{"file", "memory", "copy-on-write file"} {
+		for _, n := range []int{4 << 10, 256 << 10, 4 << 20} {
+			t.Run(fmt.Sprintf("%s/%d", dev, n), func(t *testing.T) {
+				path := filepath.Join(t.TempDir(), "disk.img")
+				want := patterned(size).Bytes()
+				require.NoError(t, os.WriteFile(path, want, 0o600))
+				e := &nbd.Export{Name: "d", Writable: true}
+				var read func() []byte
+				switch dev {
+				case "memory":
+					m := backend.NewMemoryFrom(bytes.Clone(want), false)
+					e.Device, read = m, m.Bytes
+				default:
+					f, err := backend.OpenFile(path, nil)
+					require.NoError(t, err)
+					t.Cleanup(func() { f.Close() })
+					e.Device = f
+					read = func() []byte {
+						b, err := os.ReadFile(path)
+						require.NoError(t, err)
+						return b
+					}
+					if dev == "copy-on-write file" {
+						e.CopyOnWrite = nbd.CopyOnWritePerClient
+					}
+				}
+				srv := &nbd.Server{Exports: coreExports(t, e)}
+				addr := coreServe(t, srv)
+				r := dialRaw(t, addr, nbd.FlagCFixedNewstyle|nbd.FlagCNoZeroes)
+				r.goRaw("d", false)
+				payload := bytes.Repeat([]byte{0xee}, n)
+				hdr, err := nbd.Request{Type: nbd.CmdWrite, Cookie: 1, Offset: 8192, Length: uint32(n)}.MarshalBinary()
+				require.NoError(t, err)
+				// Most of the payload, in two pieces so that part of it arrives after the header
+				// was read, then the connection ends.
+				r.write(append(hdr, payload[:n/4]...))
+				time.Sleep(20 * time.Millisecond)
+				r.write(payload[n/4 : n-100])
+				time.Sleep(20 * time.Millisecond)
+				require.NoError(t, r.c.Close())
+				waitFor(t, func() bool { return srv.Stats().ActiveConnections == 0 })
+				assert.True(t, bytes.Equal(want, read()), "the device is unchanged")
+			})
+		}
+	}
 }

@@ -263,11 +263,9 @@ func (c *Client) TLS() bool { return c.tls }
 func (c *Client) StructuredReplies() bool { return c.structured }
 
 func (c *Client) sendOption(opt Option, data []byte) error {
-	var h [OptionHeaderSize]byte
-	binary.BigEndian.PutUint64(h[0:], OptionMagic)
-	binary.BigEndian.PutUint32(h[8:], uint32(opt))
-	binary.BigEndian.PutUint32(h[12:], uint32(len(data)))
-	return c.w.send(h[:], data)
+	var a [OptionHeaderSize]byte
+	h, _ := OptionHeader{Option: opt, Length: uint32(len(data))}.AppendBinary(a[:0])
+	return c.w.send(h, data)
 }
 
 // readOptionReply reads one option reply to opt.
@@ -276,14 +274,14 @@ func (c *Client) readOptionReply(opt Option) (ReplyType, []byte, error) {
 	if _, err := io.ReadFull(c.br, h[:]); err != nil {
 		return 0, nil, fmt.Errorf("nbd: reading reply to %s: %w", opt, err)
 	}
-	if m := binary.BigEndian.Uint64(h[0:]); m != OptionReplyMagic {
-		return 0, nil, fmt.Errorf("nbd: bad option reply magic %#x", m)
+	var rh OptionReplyHeader
+	if err := rh.UnmarshalBinary(h[:]); err != nil {
+		return 0, nil, err
 	}
-	if o := Option(binary.BigEndian.Uint32(h[8:])); o != opt {
-		return 0, nil, fmt.Errorf("nbd: reply to %s while waiting for %s", o, opt)
+	if rh.Option != opt {
+		return 0, nil, fmt.Errorf("nbd: reply to %s while waiting for %s", rh.Option, opt)
 	}
-	typ := ReplyType(binary.BigEndian.Uint32(h[12:]))
-	n := binary.BigEndian.Uint32(h[16:])
+	typ, n := rh.Type, rh.Length
 	if n > maxOptionDrain {
 		return 0, nil, fmt.Errorf("nbd: reply to %s of %d bytes is too large", opt, n)
 	}
@@ -403,11 +401,7 @@ func (c *Client) Go(ctx context.Context, name string) (ExportInfo, error) {
 }
 
 func (c *Client) setMetaContext(name string) error {
-	b := binary.BigEndian.AppendUint32(nil, uint32(len(name)))
-	b = append(b, name...)
-	b = binary.BigEndian.AppendUint32(b, 1)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(MetaContextBaseAllocation)))
-	b = append(b, MetaContextBaseAllocation...)
+	b, _ := MetaContextRequest{Name: name, Queries: []string{MetaContextBaseAllocation}}.AppendBinary(nil)
 	if err := c.sendOption(OptSetMetaContext, b); err != nil {
 		return err
 	}
@@ -425,11 +419,12 @@ func (c *Client) setMetaContext(name string) error {
 		case RepAck:
 			return nil
 		case RepMetaContext:
-			if len(data) < 4 {
-				return fmt.Errorf("nbd: malformed NBD_REP_META_CONTEXT of %d bytes", len(data))
+			var mc MetaContextReply
+			if err := mc.UnmarshalBinary(data); err != nil {
+				return fmt.Errorf("nbd: malformed NBD_REP_META_CONTEXT of %d bytes: %w", len(data), err)
 			}
-			if string(data[4:]) == MetaContextBaseAllocation {
-				c.metaID, c.metaOK = binary.BigEndian.Uint32(data), true
+			if mc.Name == MetaContextBaseAllocation {
+				c.metaID, c.metaOK = mc.ID, true
 			}
 		default:
 			return fmt.Errorf("nbd: unexpected reply %s to NBD_OPT_SET_META_CONTEXT", typ)
@@ -438,12 +433,7 @@ func (c *Client) setMetaContext(name string) error {
 }
 
 func (c *Client) infoGo(opt Option, name string) (ExportInfo, error) {
-	b := binary.BigEndian.AppendUint32(nil, uint32(len(name)))
-	b = append(b, name...)
-	b = binary.BigEndian.AppendUint16(b, 3)
-	b = binary.BigEndian.AppendUint16(b, uint16(InfoName))
-	b = binary.BigEndian.AppendUint16(b, uint16(InfoDescription))
-	b = binary.BigEndian.AppendUint16(b, uint16(InfoBlockSize))
+	b, _ := InfoRequest{Name: name, Infos: []InfoType{InfoName, InfoDescription, InfoBlockSize}}.AppendBinary(nil)
 	if err := c.sendOption(opt, b); err != nil {
 		return ExportInfo{}, err
 	}
@@ -468,23 +458,22 @@ func (c *Client) infoGo(opt Option, name string) (ExportInfo, error) {
 			p := data[2:]
 			switch InfoType(binary.BigEndian.Uint16(data)) {
 			case InfoExport:
-				if len(p) != 10 {
-					return ExportInfo{}, fmt.Errorf("nbd: NBD_INFO_EXPORT of %d bytes", len(data))
+				var ie InfoExportReply
+				if err := ie.UnmarshalBinary(data); err != nil {
+					return ExportInfo{}, fmt.Errorf("nbd: NBD_INFO_EXPORT of %d bytes: %w", len(data), err)
 				}
-				info.Size = int64(binary.BigEndian.Uint64(p))
-				info.Flags = TransmissionFlags(binary.BigEndian.Uint16(p[8:]))
+				info.Size, info.Flags = int64(ie.Size), ie.Flags
 				gotExport = true
 			case InfoName:
 				info.Name = string(p)
 			case InfoDescription:
 				info.Description = string(p)
 			case InfoBlockSize:
-				if len(p) != 12 {
-					return ExportInfo{}, fmt.Errorf("nbd: NBD_INFO_BLOCK_SIZE of %d bytes", len(data))
+				var bs InfoBlockSizeReply
+				if err := bs.UnmarshalBinary(data); err != nil {
+					return ExportInfo{}, fmt.Errorf("nbd: NBD_INFO_BLOCK_SIZE of %d bytes: %w", len(data), err)
 				}
-				info.MinBlockSize = binary.BigEndian.Uint32(p)
-				info.PreferredBlockSize = binary.BigEndian.Uint32(p[4:])
-				info.MaxPayloadSize = binary.BigEndian.Uint32(p[8:])
+				info.MinBlockSize, info.PreferredBlockSize, info.MaxPayloadSize = bs.Min, bs.Preferred, bs.MaxPayload
 			}
 		default:
 			return ExportInfo{}, fmt.Errorf("nbd: unexpected reply %s to %s", typ, opt)
@@ -835,11 +824,15 @@ func (c *Client) readReply() error {
 		if _, err := io.ReadFull(c.br, h[4:SimpleReplyHeaderSize]); err != nil {
 			return fmt.Errorf("nbd: reading reply: %w", err)
 		}
-		cl, err := c.lookupCall(binary.BigEndian.Uint64(h[8:]))
+		var sr SimpleReply
+		if err := sr.UnmarshalBinary(h[:]); err != nil {
+			return err
+		}
+		cl, err := c.lookupCall(sr.Cookie)
 		if err != nil {
 			return err
 		}
-		if errno := Errno(binary.BigEndian.Uint32(h[4:])); errno != 0 {
+		if errno := sr.Errno; errno != 0 {
 			cl.err = &Error{Command: cl.req.Type, Offset: cl.req.Offset, Length: cl.req.Length, Errno: errno}
 		} else if cl.req.Type == CmdRead {
 			if err := c.store(cl, 0, int(cl.req.Length)); err != nil {
@@ -857,8 +850,11 @@ func (c *Client) readReply() error {
 		if _, err := io.ReadFull(c.br, h[4:]); err != nil {
 			return fmt.Errorf("nbd: reading reply chunk: %w", err)
 		}
-		return c.readChunk(ReplyFlags(binary.BigEndian.Uint16(h[4:])), ChunkType(binary.BigEndian.Uint16(h[6:])),
-			binary.BigEndian.Uint64(h[8:]), binary.BigEndian.Uint32(h[16:]))
+		var ch ChunkHeader
+		if err := ch.UnmarshalBinary(h[:]); err != nil {
+			return err
+		}
+		return c.readChunk(ch.Flags, ch.Type, ch.Cookie, ch.Length)
 	default:
 		return fmt.Errorf("nbd: bad reply magic %#x", m)
 	}
@@ -921,7 +917,11 @@ func (c *Client) readChunk(flags ReplyFlags, typ ChunkType, cookie uint64, lengt
 		if _, err := io.ReadFull(c.br, b[:]); err != nil {
 			return bad("%v", err)
 		}
-		off, n := binary.BigEndian.Uint64(b[:]), uint64(binary.BigEndian.Uint32(b[8:]))
+		var hole OffsetHoleChunk
+		if err := hole.UnmarshalBinary(b[:]); err != nil {
+			return bad("%v", err)
+		}
+		off, n := hole.Offset, uint64(hole.Length)
 		if n == 0 || off < req.Offset || off-req.Offset > uint64(req.Length) || n > uint64(req.Length)-(off-req.Offset) {
 			return bad("hole %d+%d outside the request", off, n)
 		}
@@ -963,15 +963,21 @@ func (c *Client) readChunk(flags ReplyFlags, typ ChunkType, cookie uint64, lengt
 		if err != nil {
 			return bad("%v", err)
 		}
-		errno, msgLen := Errno(binary.BigEndian.Uint32(b)), uint32(binary.BigEndian.Uint16(b[4:]))
+		// The document lets the message be followed by more data; only the message is kept.
+		msgLen := uint32(binary.BigEndian.Uint16(b[4:]))
 		if msgLen > length-6 {
 			return bad("message length %d exceeds chunk", msgLen)
 		}
+		var ec ErrorChunk
+		if err := ec.UnmarshalBinary(b[:6+msgLen]); err != nil {
+			return bad("%v", err)
+		}
+		errno := ec.Errno
 		if errno == 0 {
 			errno = EIO // the document requires nonzero; treat a zero as a generic failure
 		}
 		if cl.err == nil {
-			cl.err = &Error{Command: req.Type, Offset: req.Offset, Length: req.Length, Errno: errno, Message: string(b[6 : 6+msgLen])}
+			cl.err = &Error{Command: req.Type, Offset: req.Offset, Length: req.Length, Errno: errno, Message: ec.Message}
 		}
 	default:
 		return bad("unknown chunk type")

@@ -1,7 +1,8 @@
 // Package nbd implements the Network Block Device protocol as described by the protocol
 // document of the NetworkBlockDevice project (doc/proto.md in
 // https://github.com/NetworkBlockDevice/nbd): a fixed-newstyle server that exports block devices
-// from package backend, a client, and a reader of the reference nbd-server's configuration file.
+// from package backend, and a client. Package nbdconf reads the reference nbd-server's
+// configuration file.
 // Every protocol constant (proto.go) is taken from that document.
 //
 // # Server
@@ -29,12 +30,22 @@
 // connection without TLS, reads of 64 KiB or more go from the page cache to the socket with
 // sendfile(2), and the payloads of writes of 64 KiB or more from the socket into the file with
 // splice(2): the data does not pass through the server's memory. A file that shrinks under such
-// a read ends the connection, since the reply's length is already on the wire.
+// a read ends the connection, since the reply's length is already on the wire. On every path a
+// write's payload is received in full before any of it is written, so a write cut off by a
+// disconnect leaves the device unchanged.
 //
 // TLS follows the document's three modes (TLSMode): off, optional (SELECTIVETLS, with exports
 // that require it) and required (FORCEDTLS); client certificates are verified when the
 // tls.Config asks for it. Exports can be limited to client prefixes and to a number of
-// connections; handshake and idle timeouts bound what a stuck client holds. A Server looks like
+// connections; handshake and idle timeouts bound what a stuck client holds.
+//
+// No client can take what the others need: the server has a cap on connections
+// (MaxConnections) and on those negotiating from one address (MaxHandshakesPerSource), a
+// memory budget shared by all connections for request payloads and replies (MaxBufferBytes,
+// besides the per-connection DefaultMaxInflightBytes), and a write timeout that disconnects a
+// client that stops taking its replies (WriteTimeout); all have defaults. Refused clients are
+// counted by reason in Stats and reported to OnRefuse, the end of each session to OnDetach. A
+// Server looks like
 // net/http's: configure its exported fields, then call Serve, ListenAndServe or ServeConn, and
 // stop it with Shutdown (graceful: requests in flight finish, devices are flushed) or Close.
 //

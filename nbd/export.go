@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/netroot/netroot/backend"
 )
@@ -85,6 +86,9 @@ type Export struct {
 	Allow []netip.Prefix
 	// MaxConnections limits concurrent connections to the export; 0 means no limit.
 	MaxConnections int
+	// IdleTimeout disconnects a client of this export that sends no request for this long;
+	// 0 means the Server's IdleTimeout, negative never.
+	IdleTimeout time.Duration
 }
 
 // Allowed reports whether a client at addr may use the export.

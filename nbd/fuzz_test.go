@@ -180,16 +180,79 @@ func FuzzOptionData(f *testing.F) {
 	f.Add(seedMeta("root", MetaContextBaseAllocation, "base:"))
 	f.Add([]byte{0, 0, 0, 0xff, 0, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if name, infos, err := parseInfoRequest(data); err == nil {
-			if got := seedInfo(name, infos...); !bytes.Equal(got, data) {
-				t.Fatalf("info round trip: %x != %x", got, data)
+		// Payloads: whole-input round trips, checked against the tests' own builders too.
+		var ir InfoRequest
+		if roundTrip(t, &ir, data, len(data)) {
+			if got := seedInfo(ir.Name, ir.Infos...); !bytes.Equal(got, data) {
+				t.Fatalf("info: %x != %x", got, data)
 			}
 		}
-		if name, queries, err := parseMetaContextRequest(data); err == nil {
-			if got := seedMeta(name, queries...); !bytes.Equal(got, data) {
-				t.Fatalf("meta context round trip: %x != %x", got, data)
+		var mr MetaContextRequest
+		if roundTrip(t, &mr, data, len(data)) {
+			if got := seedMeta(mr.Name, mr.Queries...); !bytes.Equal(got, data) {
+				t.Fatalf("meta context: %x != %x", got, data)
 			}
 		}
+	})
+}
+
+// wireValue is a message value of wire.go.
+type wireValue interface {
+	UnmarshalBinary([]byte) error
+	AppendBinary([]byte) ([]byte, error)
+}
+
+// roundTrip parses data into v and, if that works, checks that v encodes back to the first n
+// bytes of data (n < 0: v's fixed size, -n). Short input must give io.ErrUnexpectedEOF.
+func roundTrip(t *testing.T, v wireValue, data []byte, n int) bool {
+	t.Helper()
+	err := v.UnmarshalBinary(data)
+	if n < 0 {
+		n = -n
+		if len(data) < n {
+			if err != io.ErrUnexpectedEOF {
+				t.Fatalf("%T: %d bytes gave %v", v, len(data), err)
+			}
+			return false
+		}
+	}
+	if err != nil {
+		return false
+	}
+	b, err := v.AppendBinary([]byte("prefix"))
+	if err != nil || !bytes.Equal(b[6:], data[:n]) || string(b[:6]) != "prefix" {
+		t.Fatalf("%T round trip: %x != %x (%v)", v, b, data[:n], err)
+	}
+	return true
+}
+
+func FuzzWire(f *testing.F) {
+	add := func(v interface{ AppendBinary([]byte) ([]byte, error) }) {
+		b, err := v.AppendBinary(nil)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	add(OptionHeader{Option: OptGo, Length: 10})
+	add(OptionReplyHeader{Option: OptGo, Type: RepErrUnknown, Length: 3})
+	add(MetaContextReply{ID: 1, Name: MetaContextBaseAllocation})
+	add(InfoExportReply{Size: 1 << 30, Flags: FlagHasFlags | FlagReadOnly})
+	add(InfoBlockSizeReply{Min: 1, Preferred: 4096, MaxPayload: 32 << 20})
+	add(SimpleReply{Errno: EIO, Cookie: 7})
+	add(ChunkHeader{Flags: ReplyFlagDone, Type: ReplyTypeError, Cookie: 9, Length: 6})
+	add(ErrorChunk{Errno: EINVAL, Message: "no"})
+	add(OffsetHoleChunk{Offset: 4096, Length: 512})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		roundTrip(t, new(OptionHeader), data, -OptionHeaderSize)
+		roundTrip(t, new(OptionReplyHeader), data, -OptionReplyHeaderSize)
+		roundTrip(t, new(SimpleReply), data, -SimpleReplyHeaderSize)
+		roundTrip(t, new(ChunkHeader), data, -StructuredReplyHeaderSize)
+		roundTrip(t, new(MetaContextReply), data, len(data))
+		roundTrip(t, new(InfoExportReply), data, len(data))
+		roundTrip(t, new(InfoBlockSizeReply), data, len(data))
+		roundTrip(t, new(ErrorChunk), data, len(data))
+		roundTrip(t, new(OffsetHoleChunk), data, len(data))
 	})
 }
 

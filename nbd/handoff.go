@@ -367,6 +367,7 @@ func (c *conn) handOver(err error, transmitted bool) (handed bool) {
 	}
 	st := c.state()
 	c.log.Info("nbd: connection handed over", "export", c.export.Name, "pending", len(st.Pending))
+	c.srv.stats.handedOver.Add(1)
 	c.srv.resolveHandoff(&HandedConn{Conn: nc, State: st}, false)
 	return true
 }
@@ -455,9 +456,10 @@ func (c *conn) resume(ctx context.Context, st ConnState) (err error) {
 	if c.srv.OnAttach != nil {
 		c.srv.OnAttach(c.export, c.remote)
 	}
+	start := time.Now()
 	err = c.transmit()
 	handed = c.handOver(err, true)
-	c.log.Info("nbd: client detached export", "export", c.export.Name, "err", err)
+	c.detached(start, err, handed)
 	return err
 }
 

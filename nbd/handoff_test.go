@@ -62,7 +62,7 @@ func resumeAll(t *testing.T, srv *nbd.Server, res *nbd.HandoffResult) {
 	})
 }
 
-func handoffFile(t *testing.T, data []byte) *backend.File {
+func handoffFile(t *testing.T, data []byte) backend.Device {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "disk.img")
 	require.NoError(t, os.WriteFile(path, data, 0o600))

@@ -23,6 +23,7 @@ import (
 	"github.com/netroot/netroot/backend"
 	"github.com/netroot/netroot/internal/peertest"
 	"github.com/netroot/netroot/nbd"
+	"github.com/netroot/netroot/nbd/nbdconf"
 	"github.com/netroot/netroot/nbd/nbdtest"
 )
 
@@ -501,18 +502,79 @@ func TestInteropTLS(t *testing.T) {
 func TestInteropAuthFile(t *testing.T) {
 	nbdinfo := peertest.Program(t, "nbdinfo", "libnbd-bin")
 	// An operator's authfile, read by the config reader, guards an export of the server.
-	allowed, err := nbd.ParseAuthFile(strings.NewReader("# lab\n198.51.100.0/24\n"), "allow")
+	allowed, err := nbdconf.ParseAuthFile(strings.NewReader("# lab\n198.51.100.0/24\n"), "allow")
 	require.NoError(t, err)
-	loopback, err := nbd.ParseAuthFile(strings.NewReader("127.0.0.0/8\n"), "allow")
+	loopback, err := nbdconf.ParseAuthFile(strings.NewReader("127.0.0.0/8\n"), "allow")
 	require.NoError(t, err)
 	set := interopExports(t,
 		&nbd.Export{Name: "elsewhere", Device: backend.NewMemory(1 << 20), Allow: allowed},
 		&nbd.Export{Name: "here", Device: backend.NewMemory(1 << 20), Allow: loopback},
 	)
 	addr := interopServe(t, &nbd.Server{Exports: set})
-	assert.False(t, nbd.AuthAllows(allowed, netip.MustParseAddr("127.0.0.1")))
+	assert.False(t, nbdconf.AuthAllows(allowed, netip.MustParseAddr("127.0.0.1")))
 	_, err = interopTry(t, nbdinfo, uri(addr, "elsewhere"))
 	var ee *exec.ExitError
 	assert.True(t, errors.As(err, &ee), "a client outside the authfile must be refused")
 	interopRun(t, nbdinfo, uri(addr, "here"))
+}
+
+// TestInteropNBDCopyMultiConn: nbdcopy (asked for four connections and four threads; it
+// never opens more connections than threads) opens several connections only to exports that
+// advertise NBD_FLAG_CAN_MULTI_CONN: read-only files and writable files (whose flush is an
+// fsync of the one file all connections write), not per-connection copy-on-write exports. The
+// copies are byte-exact either way.
+func TestInteropNBDCopyMultiConn(t *testing.T) {
+	nbdcopy := peertest.Program(t, "nbdcopy", "libnbd-bin")
+	dir := t.TempDir()
+	src := interopRandom(11, interopSize)
+	open := func(name string, data []byte, readOnly bool) (*backend.File, string) {
+		path := filepath.Join(dir, name+".img")
+		require.NoError(t, os.WriteFile(path, data, 0o644))
+		f, err := backend.OpenFile(path, &backend.FileOptions{ReadOnly: readOnly})
+		require.NoError(t, err)
+		t.Cleanup(func() { f.Close() })
+		return f, path
+	}
+	ro, _ := open("ro", src, true)
+	rw, rwPath := open("rw", make([]byte, interopSize), false)
+	base, _ := open("base", src, true)
+	srv := &nbd.Server{Exports: interopExports(t,
+		&nbd.Export{Name: "ro", Device: ro},
+		&nbd.Export{Name: "rw", Device: rw, Writable: true},
+		&nbd.Export{Name: "cow", Device: base, CopyOnWrite: nbd.CopyOnWritePerConnection},
+	)}
+	addr := interopServe(t, srv)
+	attached := func(f func()) int64 {
+		before := srv.Stats().Attached
+		f()
+		return srv.Stats().Attached - before
+	}
+
+	t.Run("read-only file", func(t *testing.T) {
+		out := filepath.Join(dir, "out-ro.img")
+		n := attached(func() { interopRun(t, nbdcopy, "-C", "4", "-T", "4", uri(addr, "ro"), out) })
+		assert.Equal(t, int64(4), n, "connections nbdcopy opened")
+		got, err := os.ReadFile(out)
+		require.NoError(t, err)
+		assert.True(t, bytes.Equal(src, got))
+	})
+	t.Run("writable file", func(t *testing.T) {
+		in := filepath.Join(dir, "in.img")
+		want := interopRandom(12, interopSize)
+		clear(want[2<<20 : 3<<20])
+		require.NoError(t, os.WriteFile(in, want, 0o644))
+		n := attached(func() { interopRun(t, nbdcopy, "-C", "4", "-T", "4", "--flush", in, uri(addr, "rw")) })
+		assert.Equal(t, int64(4), n, "connections nbdcopy opened")
+		got, err := os.ReadFile(rwPath)
+		require.NoError(t, err)
+		assert.True(t, bytes.Equal(want, got), "the file holds what nbdcopy wrote")
+	})
+	t.Run("per-connection copy-on-write", func(t *testing.T) {
+		out := filepath.Join(dir, "out-cow.img")
+		n := attached(func() { interopRun(t, nbdcopy, "-C", "4", "-T", "4", uri(addr, "cow"), out) })
+		assert.Equal(t, int64(1), n, "no multi-conn: one connection")
+		got, err := os.ReadFile(out)
+		require.NoError(t, err)
+		assert.True(t, bytes.Equal(src, got))
+	})
 }

@@ -43,6 +43,7 @@ func (m *msgWriter) sendFile(hdr []byte, f *os.File, off int64, n int) error {
 		return m.failLocked(fmt.Errorf("sending from %s: %w", f.Name(), err))
 	}
 	var serr, werr error
+	m.armWrite()
 	cerr := fc.Control(func(src uintptr) {
 		werr = m.rc.Write(func(fd uintptr) bool {
 			// What is buffered and the header go first, marked as having more to come so that

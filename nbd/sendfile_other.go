@@ -21,6 +21,8 @@ type spliceWriter struct{}
 
 func (*spliceWriter) close() {}
 
+func (c *conn) spliceFits(int) bool { return false }
+
 func (c *conn) writeSpliced(r Request) error {
 	return errors.New("nbd: splice is not available on this system")
 }

@@ -51,13 +51,32 @@ type Server struct {
 	IdleTimeout time.Duration
 	// MaxInflight bounds concurrent requests per connection; 0 means DefaultMaxInflight.
 	MaxInflight int
-	// MaxConnections bounds concurrent connections to the server; 0 means no limit. Exports
-	// have their own limit too.
+	// MaxConnections bounds concurrent connections to the server; 0 means
+	// DefaultMaxConnections, negative no limit. A connection beyond it is closed at once.
+	// Exports have their own limit too.
 	MaxConnections int
+	// MaxHandshakesPerSource bounds the connections one client IP address may have negotiating
+	// at once, so that one address cannot hold every slot; 0 means
+	// DefaultMaxHandshakesPerSource, negative no limit. A connection beyond it is closed at
+	// once.
+	MaxHandshakesPerSource int
+	// MaxBufferBytes bounds the memory that all connections together hold for request payloads
+	// and replies being sent (each connection also holds at most DefaultMaxInflightBytes);
+	// 0 means DefaultMaxBufferBytes, negative no limit. A connection that would exceed it
+	// waits before reading its next request.
+	MaxBufferBytes int64
+	// WriteTimeout disconnects a client in transmission that leaves a reply untaken for this
+	// long (a client that sends requests and stops reading would otherwise hold the memory of
+	// their replies); 0 means DefaultWriteTimeout, negative none.
+	WriteTimeout time.Duration
 	// Logger receives connection-level events; nil means silent.
 	Logger *slog.Logger
 	// OnAttach, if set, is called when a client enters transmission on an export.
 	OnAttach func(export *Export, remote net.Addr)
+	// OnDetach, if set, is called when a connection leaves transmission.
+	OnDetach func(Detach)
+	// OnRefuse, if set, is called when a client is turned away; see Refusal.
+	OnRefuse func(Refusal)
 
 	mu          sync.Mutex
 	listeners   map[*net.Listener]struct{}
@@ -67,6 +86,9 @@ type Server struct {
 	inShutdown  atomic.Bool
 	handingOff  atomic.Bool
 	handoff     *handoffState
+	handshakes  map[string]int // connections negotiating, by sourceKey
+	bufOnce     sync.Once
+	bufBudget   *budget
 	connWG      sync.WaitGroup
 	stats       counters
 }
@@ -80,8 +102,16 @@ type Stats struct {
 	// Connections counts accepted connections, ActiveConnections those open now.
 	Connections, ActiveConnections int64
 	// Attached counts connections that entered transmission, Resumed those of them handed
-	// over by another server (Resume).
-	Attached, Resumed int64
+	// over by another server (Resume), HandedOver those passed on by Handoff.
+	Attached, Resumed, HandedOver int64
+	// Refused counts clients turned away, by reason.
+	Refused [NumRefuseReasons]int64
+	// BufferedBytes is the memory held now for request payloads and replies, against
+	// BufferLimit (MaxBufferBytes; 0 without a limit). BufferWaits counts the times a
+	// connection waited for that memory.
+	BufferedBytes, BufferLimit, BufferWaits int64
+	// WriteTimeouts counts clients disconnected for leaving replies untaken (WriteTimeout).
+	WriteTimeouts int64
 	// Requests counts transmission requests by command: Requests[cmd] for the commands up to
 	// CmdResize, Requests[UnknownCommands] for any other.
 	Requests [UnknownCommands + 1]int64
@@ -93,7 +123,9 @@ type Stats struct {
 
 type counters struct {
 	connections, active, attached atomic.Int64
-	resumed                       atomic.Int64
+	resumed, handedOver           atomic.Int64
+	refused                       [NumRefuseReasons]atomic.Int64
+	bufferWaits, writeTimeouts    atomic.Int64
 	requests                      [UnknownCommands + 1]atomic.Int64
 	bytesRead, bytesWritten       atomic.Int64
 	errors                        atomic.Int64
@@ -106,12 +138,23 @@ func (s *Server) Stats() Stats {
 		ActiveConnections: s.stats.active.Load(),
 		Attached:          s.stats.attached.Load(),
 		Resumed:           s.stats.resumed.Load(),
+		HandedOver:        s.stats.handedOver.Load(),
+		BufferWaits:       s.stats.bufferWaits.Load(),
+		WriteTimeouts:     s.stats.writeTimeouts.Load(),
 		BytesRead:         s.stats.bytesRead.Load(),
 		BytesWritten:      s.stats.bytesWritten.Load(),
 		Errors:            s.stats.errors.Load(),
 	}
 	for i := range st.Requests {
 		st.Requests[i] = s.stats.requests[i].Load()
+	}
+	for i := range st.Refused {
+		st.Refused[i] = s.stats.refused[i].Load()
+	}
+	if b := s.buffers(); b != nil {
+		b.mu.Lock()
+		st.BufferedBytes, st.BufferLimit = b.max-b.avail, b.max
+		b.mu.Unlock()
 	}
 	return st
 }
@@ -237,30 +280,54 @@ func (s *Server) newConn(c net.Conn) (*conn, bool) { return s.registerConn(c, fa
 func (s *Server) newConnForced(c net.Conn) (*conn, bool) { return s.registerConn(c, true) }
 
 func (s *Server) registerConn(c net.Conn, force bool) (*conn, bool) {
+	cc, refusal := s.admit(c, force)
+	if refusal != nil {
+		c.Close()
+		s.refuse(*refusal)
+	}
+	return cc, cc != nil
+}
+
+// admit registers c, or says why not (nil, nil: shutting down).
+func (s *Server) admit(c net.Conn, force bool) (*conn, *Refusal) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.inShutdown.Load() {
 		c.Close()
-		return nil, false
+		return nil, nil
 	}
-	if !force && s.MaxConnections > 0 && len(s.conns) >= s.MaxConnections {
-		s.logger().Warn("nbd: connection limit reached", "client", c.RemoteAddr().String(),
-			"limit", s.MaxConnections)
-		c.Close()
-		return nil, false
+	src := sourceKey(c.RemoteAddr())
+	if !force {
+		if limit := s.maxConnections(); limit > 0 && len(s.conns) >= limit {
+			return nil, &Refusal{Reason: RefusedServerFull, Remote: c.RemoteAddr(),
+				Detail: fmt.Sprintf("%d connections, the server's limit", limit)}
+		}
+		if limit := s.maxHandshakesPerSource(); limit > 0 && s.handshakes[src] >= limit {
+			return nil, &Refusal{Reason: RefusedHandshakeLimit, Remote: c.RemoteAddr(),
+				Detail: fmt.Sprintf("%d connections from %s negotiating, the limit per address", limit, src)}
+		}
 	}
 	if s.conns == nil {
 		s.conns = make(map[*conn]struct{})
 	}
 	cc := newServerConn(s, c)
+	cc.source = src
+	if !force {
+		if s.handshakes == nil {
+			s.handshakes = make(map[string]int)
+		}
+		s.handshakes[src]++
+		cc.negotiating = true
+	}
 	s.conns[cc] = struct{}{}
 	s.connWG.Add(1)
 	s.stats.connections.Add(1)
 	s.stats.active.Add(1)
-	return cc, true
+	return cc, nil
 }
 
 func (s *Server) forgetConn(cc *conn) {
+	s.handshakeDone(cc)
 	s.mu.Lock()
 	delete(s.conns, cc)
 	s.mu.Unlock()

@@ -17,8 +17,10 @@ const spliceMin = 64 << 10
 
 // spliceWriter is the pipe a connection splices write payloads through.
 type spliceWriter struct {
-	r, w int
-	size int
+	r, w   int
+	size   int
+	inPipe int64 // bytes in the pipe
+	broken bool  // closed after an error
 }
 
 func newSpliceWriter() (*spliceWriter, error) {
@@ -35,50 +37,61 @@ func newSpliceWriter() (*spliceWriter, error) {
 }
 
 func (s *spliceWriter) close() {
+	if s.broken {
+		return
+	}
+	s.broken = true
 	unix.Close(s.r)
 	unix.Close(s.w)
 }
 
 // writeSpliced serves a write whose payload is still (mostly) in the socket, on the
-// request-reading goroutine: what the reader has buffered is written from there, the rest is
-// spliced from the socket into the device's file. The payload is always consumed, so the stream
-// stays in sync when the file refuses it.
+// request-reading goroutine. The whole payload is received before anything is written, so a
+// write cut off by a disconnect leaves nothing, as on the other paths: what the reader has
+// buffered stays there, the rest goes from the socket into the pipe and, if the pipe fills
+// (its slots hold a packet each), into memory. Then the buffered part and the memory are
+// written and the pipe is spliced into the device's file. The payload is always consumed, so
+// the stream stays in sync when the file refuses it.
 func (c *conn) writeSpliced(r Request) error {
 	off, n := int64(r.Offset), int64(r.Length)
-	var ferr error
-	if b := int64(c.br.Buffered()); b > 0 {
-		k := min(b, n)
-		p, _ := c.br.Peek(int(k))
-		_, ferr = c.dev.(io.WriterAt).WriteAt(p, off)
-		c.br.Discard(int(k))
-		off, n = off+k, n-k
+	b := int64(c.br.Buffered()) // < n: dispatch splices only payloads not yet in the buffer
+	rest := n - b
+	c.w.undefer()
+	inPipe, serr := c.spliceIn(rest)
+	var tail *[]byte
+	var held hold
+	if serr == nil && inPipe < rest {
+		held = c.acquire(rest-inPipe, true)
+		tail = getBuf(int(rest - inPipe))
+		serr = c.readSocket(*tail)
 	}
-	if n > 0 {
-		c.w.undefer()
-		f, fo, err := c.filer.FileRange(off, n)
-		if ferr == nil {
-			ferr = err
+	defer func() {
+		if tail != nil {
+			putBuf(tail)
 		}
-		if ferr == nil && c.pipe == nil {
-			c.pipe, ferr = newSpliceWriter()
+		c.release(held)
+		c.pipe.empty()
+	}()
+	if serr != nil {
+		return fmt.Errorf("nbd: reading write payload of %d bytes: %w", r.Length, serr)
+	}
+	c.w.deferred.Store(true)
+	// Received in full: now it is written.
+	p, _ := c.br.Peek(int(b))
+	_, ferr := c.dev.(io.WriterAt).WriteAt(p, off)
+	c.br.Discard(int(b))
+	if ferr == nil && inPipe > 0 {
+		var f *os.File
+		var fo int64
+		if f, fo, ferr = c.filer.FileRange(off+b, inPipe); ferr == nil {
+			ferr = c.pipe.spliceOut(f, fo)
 		}
-		var got int64
-		if ferr == nil {
-			got, ferr, err = c.spliceIn(f, fo, n)
-			if err != nil {
-				return fmt.Errorf("nbd: reading write payload of %d bytes: %w", r.Length, err)
-			}
-		}
-		if rest := n - got; rest > 0 {
-			// The file failed: drain the payload so that the next request is read from its start.
-			if _, err := io.CopyN(io.Discard, c.br, rest); err != nil {
-				return fmt.Errorf("nbd: draining refused write payload: %w", err)
-			}
-		}
-		c.w.deferred.Store(true)
+	}
+	if ferr == nil && tail != nil {
+		_, ferr = c.dev.(io.WriterAt).WriteAt(*tail, off+b+inPipe)
 	}
 	if ferr == nil {
-		c.srv.stats.bytesWritten.Add(int64(r.Length))
+		c.countWritten(int64(r.Length))
 		if r.Flags&CmdFlagFUA != 0 {
 			ferr = c.sync()
 		}
@@ -90,84 +103,134 @@ func (c *conn) writeSpliced(r Request) error {
 	return nil
 }
 
-// spliceIn moves n payload bytes from the socket to f at offset fo and returns how many it
-// consumed from the socket, the file's error and the socket's. After a file error the pipe is
-// emptied and the rest is left in the socket.
-func (c *conn) spliceIn(f *os.File, fo, n int64) (got int64, ferr, serr error) {
+// spliceFits reports whether a write of n bytes can take the splice path: the connection has
+// (or can now make) a pipe, and the payload is not already in the reader's buffer.
+func (c *conn) spliceFits(n int) bool {
+	if c.pipe != nil && c.pipe.broken {
+		c.pipe = nil
+	}
+	if c.pipe == nil && !c.noPipe {
+		p, err := newSpliceWriter()
+		if err != nil {
+			c.log.Debug("nbd: no pipe for splice, writes go through memory", "err", err)
+			c.noPipe = true
+			return false
+		}
+		c.pipe = p
+	}
+	return c.pipe != nil && c.br.Buffered() < n
+}
+
+// spliceIn moves up to n payload bytes from the socket into the empty pipe, until they are
+// all there or the pipe is full, and returns how many it moved.
+func (c *conn) spliceIn(n int64) (got int64, serr error) {
 	rc, err := c.nc.(*net.TCPConn).SyscallConn()
 	if err != nil {
-		return 0, nil, err
-	}
-	fc, err := f.SyscallConn()
-	if err != nil {
-		return 0, err, nil
+		return 0, err
 	}
 	p := c.pipe
-	var inPipe int64
-	cerr := fc.Control(func(dst uintptr) {
-		for {
-			serr = rc.Read(func(fd uintptr) bool {
-				for got < n && ferr == nil {
-					k, err := unix.Splice(int(fd), nil, p.w, nil, int(min(n-got, int64(p.size))), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-					switch {
-					case err == unix.EAGAIN:
-						return false
-					case err == unix.EINTR:
-						continue
-					case err != nil:
-						serr = os.NewSyscallError("splice", err)
-						return true
-					case k == 0:
-						serr = io.ErrUnexpectedEOF
+	for {
+		serr = rc.Read(func(fd uintptr) bool {
+			for got < n {
+				k, err := unix.Splice(int(fd), nil, p.w, nil, int(n-got), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+				switch {
+				case err == unix.EAGAIN:
+					if got > 0 && p.full() {
 						return true
 					}
-					got += k
-					inPipe += k
-					for inPipe > 0 {
-						m, err := unix.Splice(p.r, nil, int(dst), &fo, int(inPipe), unix.SPLICE_F_MOVE)
-						if err == unix.EINTR {
-							continue
-						}
-						if err == nil && m == 0 {
-							err = unix.EIO
-						}
-						if err != nil {
-							ferr = os.NewSyscallError("splice", err)
-							break
-						}
-						inPipe -= m
-					}
+					return false
+				case err == unix.EINTR:
+					continue
+				case err != nil:
+					serr = os.NewSyscallError("splice", err)
+					return true
+				case k == 0:
+					serr = io.ErrUnexpectedEOF
+					return true
 				}
-				return true
-			})
-			var ne net.Error
-			if serr != nil && c.closing.Load() && errors.As(serr, &ne) && ne.Timeout() {
-				// Shutdown interrupted a payload that has started: let the client finish it.
-				c.nc.SetReadDeadline(time.Now().Add(shutdownGrace))
-				serr = nil
+				got += k
+				p.inPipe += k
+			}
+			return true
+		})
+		var ne net.Error
+		if serr != nil && c.closing.Load() && errors.As(serr, &ne) && ne.Timeout() {
+			// Shutdown interrupted a payload that has started: let the client finish it.
+			c.nc.SetReadDeadline(time.Now().Add(shutdownGrace))
+			serr = nil
+			continue
+		}
+		return got, serr
+	}
+}
+
+// readSocket reads b from the socket (the reader's buffer is empty), with readFull's grace
+// at shutdown.
+func (c *conn) readSocket(b []byte) error {
+	n, err := io.ReadFull(c.nc, b)
+	var ne net.Error
+	if err != nil && c.closing.Load() && errors.As(err, &ne) && ne.Timeout() {
+		c.nc.SetReadDeadline(time.Now().Add(shutdownGrace))
+		_, err = io.ReadFull(c.nc, b[n:])
+	}
+	return err
+}
+
+// full reports whether the pipe has no free slot.
+func (s *spliceWriter) full() bool {
+	fds := []unix.PollFd{{Fd: int32(s.w), Events: unix.POLLOUT}}
+	for {
+		n, err := unix.Poll(fds, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		return err == nil && (n == 0 || fds[0].Revents&unix.POLLOUT == 0)
+	}
+}
+
+// spliceOut moves what the pipe holds into f at offset fo.
+func (s *spliceWriter) spliceOut(f *os.File, fo int64) error {
+	fc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	cerr := fc.Control(func(dst uintptr) {
+		for s.inPipe > 0 {
+			m, err := unix.Splice(s.r, nil, int(dst), &fo, int(s.inPipe), unix.SPLICE_F_MOVE)
+			if err == unix.EINTR {
 				continue
 			}
-			return
+			if err == nil && m == 0 {
+				err = unix.EIO
+			}
+			if err != nil {
+				ferr = os.NewSyscallError("splice", err)
+				return
+			}
+			s.inPipe -= m
 		}
 	})
-	if cerr != nil && ferr == nil {
-		ferr = cerr
+	return errors.Join(cerr, ferr)
+}
+
+// empty throws away what the pipe still holds, so that it is empty for the next write.
+func (s *spliceWriter) empty() {
+	if s.inPipe == 0 {
+		return
 	}
-	// Whatever the file did not take is thrown away, so the pipe is empty for the next write.
-	var buf []byte
-	if inPipe > 0 {
-		buf = make([]byte, min(inPipe, 64<<10))
-	}
-	for inPipe > 0 {
-		m, err := unix.Read(p.r, buf[:min(inPipe, int64(len(buf)))])
+	buf := make([]byte, min(s.inPipe, 64<<10))
+	for s.inPipe > 0 {
+		m, err := unix.Read(s.r, buf[:min(s.inPipe, int64(len(buf)))])
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil || m <= 0 {
-			serr = errors.Join(serr, fmt.Errorf("emptying splice pipe: %w", err))
-			break
+			// The pipe is unusable; the next write makes a new one.
+			s.close()
+			s.broken = true
+			return
 		}
-		inPipe -= int64(m)
+		s.inPipe -= int64(m)
 	}
-	return got, ferr, serr
 }

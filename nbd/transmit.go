@@ -174,6 +174,10 @@ func (c *conn) transmit() error {
 	}
 	c.sem = make(chan struct{}, maxIn)
 	c.budget.init(DefaultMaxInflightBytes)
+	c.mu.Lock()
+	nc := c.nc
+	c.mu.Unlock()
+	c.w.setTimeout(c.srv.writeTimeout(), nc)
 	err := c.readRequests()
 	c.inflight.Wait()
 	if c.pipe != nil {
@@ -195,7 +199,10 @@ func (c *conn) transmit() error {
 
 func (c *conn) readRequests() error {
 	var hdr [RequestHeaderSize]byte
-	idle := c.srv.IdleTimeout
+	idle := c.export.IdleTimeout
+	if idle == 0 {
+		idle = c.srv.IdleTimeout
+	}
 	for {
 		if c.br.Buffered() < RequestHeaderSize {
 			// About to wait for the client: the replies held back go out now.
@@ -231,6 +238,7 @@ func (c *conn) readRequests() error {
 			idx = len(c.srv.stats.requests) - 1
 		}
 		c.srv.stats.requests[idx].Add(1)
+		c.requests++
 		if r.Type == CmdDisc {
 			return nil
 		}
@@ -271,7 +279,7 @@ func (c *conn) dispatch(r Request) error {
 	if c.inline(r) {
 		return c.serveInline(r)
 	}
-	if r.Type == CmdWrite && c.sendfile && r.Length >= spliceMin {
+	if r.Type == CmdWrite && c.sendfile && r.Length >= spliceMin && c.spliceFits(int(r.Length)) {
 		return c.writeSpliced(r)
 	}
 	select {
@@ -281,17 +289,15 @@ func (c *conn) dispatch(r Request) error {
 		c.sem <- struct{}{}
 		c.w.deferred.Store(true)
 	}
-	var held int64
+	var held hold
 	var buf *[]byte
+	// Reads from a device that lends its bytes or sends from its file take no memory of the
+	// server's: they count against the connection's budget only.
+	mem := r.Type == CmdWrite || (r.Type == CmdRead && c.slicer == nil && !(c.sendfile && r.Length >= sendfileMin))
 	if r.Type == CmdWrite || r.Type == CmdRead {
-		var ok bool
-		if held, ok = c.budget.tryAcquire(int64(r.Length)); !ok {
-			c.w.undefer()
-			held = c.budget.acquire(int64(r.Length))
-			c.w.deferred.Store(true)
-		}
+		held = c.acquire(int64(r.Length), mem)
 	}
-	if r.Type == CmdWrite || (r.Type == CmdRead && c.slicer == nil && !(c.sendfile && r.Length >= sendfileMin)) {
+	if mem {
 		buf = getBuf(int(r.Length))
 	}
 	if r.Type == CmdWrite {
@@ -299,7 +305,7 @@ func (c *conn) dispatch(r Request) error {
 		err := c.readFull(*buf, true)
 		c.w.deferred.Store(true)
 		if err != nil {
-			c.budget.release(held)
+			c.release(held)
 			putBuf(buf)
 			<-c.sem
 			return fmt.Errorf("nbd: reading write payload of %d bytes: %w", r.Length, err)
@@ -395,7 +401,7 @@ func (c *conn) peek(n int) ([]byte, error) {
 }
 
 // run serves one request and releases what dispatch acquired for it.
-func (c *conn) run(r Request, buf *[]byte, held int64) {
+func (c *conn) run(r Request, buf *[]byte, held hold) {
 	defer c.inflight.Done()
 	defer func() {
 		// The last reply of a burst flushes the replies held for it.
@@ -404,7 +410,7 @@ func (c *conn) run(r Request, buf *[]byte, held int64) {
 		}
 	}()
 	defer func() { <-c.sem }()
-	defer c.budget.release(held)
+	defer c.release(held)
 	if buf != nil {
 		defer putBuf(buf)
 	}
@@ -496,7 +502,7 @@ func (c *conn) handle(r Request, payload []byte) {
 	case CmdWrite:
 		_, err = c.dev.(io.WriterAt).WriteAt(payload, off)
 		if err == nil {
-			c.srv.stats.bytesWritten.Add(n)
+			c.countWritten(n)
 		}
 	case CmdFlush:
 		err = c.sync()
@@ -582,7 +588,7 @@ func (c *conn) read(r Request, buf []byte) {
 		c.readFailed(r, err)
 		return
 	}
-	c.srv.stats.bytesRead.Add(int64(len(buf)))
+	c.countRead(int64(len(buf)))
 	c.sendRead(r, buf)
 }
 
@@ -600,7 +606,7 @@ func (c *conn) readInline(r Request) {
 		return
 	}
 	if err == nil {
-		c.srv.stats.bytesRead.Add(int64(r.Length))
+		c.countRead(int64(r.Length))
 	}
 }
 
@@ -634,7 +640,7 @@ func (c *conn) readFile(r Request) {
 		return
 	}
 	if err == nil {
-		c.srv.stats.bytesRead.Add(int64(r.Length))
+		c.countRead(int64(r.Length))
 	}
 }
 
@@ -671,7 +677,7 @@ func (c *conn) readSlice(r Request) {
 		c.replyError(r, errnoOf(err), fmt.Sprintf("export %q: read %d+%d: %v", c.export.Name, r.Offset, r.Length, err))
 		return
 	}
-	c.srv.stats.bytesRead.Add(int64(len(b)))
+	c.countRead(int64(len(b)))
 	c.sendRead(r, b)
 }
 
@@ -731,18 +737,14 @@ func (c *conn) blockStatus(r Request) {
 	c.send(b)
 }
 
+// putSimpleReply puts a simple reply header at the start of b.
 func putSimpleReply(b []byte, errno Errno, cookie uint64) {
-	binary.BigEndian.PutUint32(b[0:], SimpleReplyMagic)
-	binary.BigEndian.PutUint32(b[4:], uint32(errno))
-	binary.BigEndian.PutUint64(b[8:], cookie)
+	SimpleReply{Errno: errno, Cookie: cookie}.AppendBinary(b[:0])
 }
 
+// putChunkHeader puts a structured reply chunk header at the start of b.
 func putChunkHeader(b []byte, flags ReplyFlags, typ ChunkType, cookie uint64, length uint32) {
-	binary.BigEndian.PutUint32(b[0:], StructuredReplyMagic)
-	binary.BigEndian.PutUint16(b[4:], uint16(flags))
-	binary.BigEndian.PutUint16(b[6:], uint16(typ))
-	binary.BigEndian.PutUint64(b[8:], cookie)
-	binary.BigEndian.PutUint32(b[16:], length)
+	ChunkHeader{Flags: flags, Type: typ, Cookie: cookie, Length: length}.AppendBinary(b[:0])
 }
 
 func (c *conn) replyOK(r Request) {
@@ -772,11 +774,10 @@ func (c *conn) replyError(r Request, errno Errno, msg string) error {
 	if len(msg) > 1024 {
 		msg = msg[:1024]
 	}
-	b := make([]byte, StructuredReplyHeaderSize+6, StructuredReplyHeaderSize+6+len(msg))
-	putChunkHeader(b, ReplyFlagDone, ReplyTypeError, r.Cookie, uint32(6+len(msg)))
-	binary.BigEndian.PutUint32(b[StructuredReplyHeaderSize:], uint32(errno))
-	binary.BigEndian.PutUint16(b[StructuredReplyHeaderSize+4:], uint16(len(msg)))
-	return c.send(append(b, msg...))
+	b, _ := ChunkHeader{Flags: ReplyFlagDone, Type: ReplyTypeError, Cookie: r.Cookie, Length: uint32(6 + len(msg))}.
+		AppendBinary(make([]byte, 0, StructuredReplyHeaderSize+6+len(msg)))
+	b, _ = ErrorChunk{Errno: errno, Message: msg}.AppendBinary(b)
+	return c.send(b)
 }
 
 var _ net.Conn = (*prefixConn)(nil)

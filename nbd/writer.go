@@ -38,6 +38,38 @@ type msgWriter struct {
 	// deferred is set while the owner promises to call undefer before it next blocks:
 	// messages then wait in the buffer for those that follow them.
 	deferred atomic.Bool
+	// With timeout set, every write must complete within it: armWrite moves dl's write
+	// deadline forward when less than three quarters of timeout are left.
+	timeout  time.Duration
+	dl       writeDeadliner
+	deadline time.Time
+}
+
+type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
+
+// setTimeout makes every later write fail that takes longer than d (none if d <= 0).
+func (m *msgWriter) setTimeout(d time.Duration, dl writeDeadliner) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if d <= 0 {
+		dl = nil
+	}
+	m.timeout, m.dl, m.deadline = d, dl, time.Time{}
+}
+
+// armWrite sets the write deadline before a write, with mu held. Moving a deadline costs a
+// timer update, so it moves only when a quarter of the timeout has passed: a write then has
+// between 3/4 and all of the timeout.
+func (m *msgWriter) armWrite() {
+	if m.dl == nil {
+		return
+	}
+	now := time.Now()
+	if m.deadline.Sub(now) >= m.timeout-m.timeout/4 {
+		return
+	}
+	m.deadline = now.Add(m.timeout)
+	m.dl.SetWriteDeadline(m.deadline)
 }
 
 func newMsgWriter(w io.Writer, size int, fail func(error) error) *msgWriter {
@@ -102,6 +134,7 @@ func (m *msgWriter) send(parts ...[]byte) error {
 	for _, p := range parts {
 		if len(p) > maxCopy || len(p) >= largePayload && len(p) > cap(m.buf)-len(m.buf) {
 			bufs := net.Buffers{m.buf, p}
+			m.armWrite()
 			_, err := bufs.WriteTo(m.w)
 			m.setLen(0)
 			if err != nil {
@@ -185,6 +218,7 @@ func (m *msgWriter) flushLocked() error {
 	if len(m.buf) == 0 {
 		return nil
 	}
+	m.armWrite()
 	_, err := m.w.Write(m.buf)
 	m.setLen(0)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/netroot/netroot/aoe"
 	"github.com/netroot/netroot/backend"
 	"github.com/netroot/netroot/nbd"
+	"github.com/netroot/netroot/nbd/nbdconf"
 	"github.com/netroot/netroot/tftp"
 )
 
@@ -113,16 +114,16 @@ func runNBD(ctx context.Context, e *env, args []string) error {
 	}
 	onAttach := logNBDAttach(e)
 	if *config != "" {
-		cf, err := nbd.ReadConfigFile(*config)
+		cf, err := nbdconf.ReadConfigFile(*config)
 		if err != nil {
 			return err
 		}
 		for _, w := range cf.Warnings {
 			e.log.Warn("nbd config: ignored", "what", w.String())
 		}
-		open := nbd.OpenConfigExport
+		open := nbdconf.OpenConfigExport
 		if *mmap {
-			open = func(x *nbd.ConfigExport) (backend.Device, error) {
+			open = func(x *nbdconf.ConfigExport) (backend.Device, error) {
 				return backend.OpenMmap(x.Path, &backend.MmapOptions{ReadOnly: x.ReadOnly || x.CopyOnWrite, Length: x.Size})
 			}
 		}

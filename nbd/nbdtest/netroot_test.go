@@ -13,6 +13,7 @@ import (
 
 	"github.com/netroot/netroot/backend"
 	"github.com/netroot/netroot/nbd"
+	"github.com/netroot/netroot/nbd/nbdconf"
 	"github.com/netroot/netroot/nbd/nbdtest"
 )
 
@@ -50,7 +51,7 @@ func TestNetroot(t *testing.T) {
 }
 
 // TestNetrootFromNBDServerConfig serves the very configuration file that TestNBDServer gives
-// nbd-server, read with nbd.ReadConfigFile, and runs the same suite: an operator's existing
+// nbd-server, read with nbdconf.ReadConfigFile, and runs the same suite: an operator's existing
 // nbd-server configuration works unchanged, with the document's recommended behaviour.
 func TestNetrootFromNBDServerConfig(t *testing.T) {
 	dir := t.TempDir()
@@ -61,7 +62,7 @@ func TestNetrootFromNBDServerConfig(t *testing.T) {
 	cfgPath := filepath.Join(dir, "config")
 	require.NoError(t, os.WriteFile(cfgPath, []byte(nbdServerConfig(port, "", img)), 0o644))
 
-	cfg, err := nbd.ReadConfigFile(cfgPath)
+	cfg, err := nbdconf.ReadConfigFile(cfgPath)
 	require.NoError(t, err)
 	assert.Empty(t, cfg.Warnings)
 	require.Equal(t, []string{l.Addr().String()}, cfg.Generic.Addrs())

@@ -1,4 +1,4 @@
-package nbd
+package nbdconf
 
 import (
 	"bufio"
@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/netroot/netroot/nbd"
 )
 
 // This file reads the configuration file of the reference nbd-server (nbd-server(5), normally
@@ -39,7 +41,7 @@ type ConfigFile struct {
 
 // ConfigGeneric is the [generic] section: settings for the whole server.
 type ConfigGeneric struct {
-	// Port is the TCP port or service name to listen on ("port"); "" means DefaultPort.
+	// Port is the TCP port or service name to listen on ("port"); "" means nbd.DefaultPort.
 	Port string
 	// ListenAddrs are the local addresses to listen on ("listenaddr", comma-separated); empty
 	// means all IPv6 and IPv4 addresses. See Addrs.
@@ -116,7 +118,7 @@ type ConfigWarning struct {
 }
 
 func (w ConfigWarning) String() string {
-	return fmt.Sprintf("nbd: config %s:%d: [%s] %q: %s", w.File, w.Line, w.Section, w.Key, w.Reason)
+	return fmt.Sprintf("nbdconf: config %s:%d: [%s] %q: %s", w.File, w.Line, w.Section, w.Key, w.Reason)
 }
 
 // ConfigError reports a configuration file that cannot be used, with the place of the fault.
@@ -129,9 +131,9 @@ type ConfigError struct {
 
 func (e *ConfigError) Error() string {
 	if e.Line == 0 {
-		return fmt.Sprintf("nbd: config %s: %v", e.File, e.Err)
+		return fmt.Sprintf("nbdconf: config %s: %v", e.File, e.Err)
 	}
-	return fmt.Sprintf("nbd: config %s:%d: %v", e.File, e.Line, e.Err)
+	return fmt.Sprintf("nbdconf: config %s:%d: %v", e.File, e.Line, e.Err)
 }
 
 func (e *ConfigError) Unwrap() error { return e.Err }
@@ -144,7 +146,7 @@ const maxConfigLine = 64 << 10
 func ReadConfigFile(path string) (*ConfigFile, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("nbd: config: %w", err)
+		return nil, fmt.Errorf("nbdconf: config: %w", err)
 	}
 	defer f.Close()
 	c, err := ParseConfigFile(f, path)
@@ -156,10 +158,10 @@ func ReadConfigFile(path string) (*ConfigFile, error) {
 	}
 	names, err := filepath.Glob(filepath.Join(c.Generic.IncludeDir, "*.conf"))
 	if err != nil {
-		return nil, fmt.Errorf("nbd: config %s: includedir %q: %w", path, c.Generic.IncludeDir, err)
+		return nil, fmt.Errorf("nbdconf: config %s: includedir %q: %w", path, c.Generic.IncludeDir, err)
 	}
 	if _, err := os.Stat(c.Generic.IncludeDir); err != nil {
-		return nil, fmt.Errorf("nbd: config %s: includedir: %w", path, err)
+		return nil, fmt.Errorf("nbdconf: config %s: includedir: %w", path, err)
 	}
 	sort.Strings(names)
 	for _, name := range names {
@@ -173,7 +175,7 @@ func ReadConfigFile(path string) (*ConfigFile, error) {
 func (c *ConfigFile) readInclude(name string) error {
 	f, err := os.Open(name)
 	if err != nil {
-		return fmt.Errorf("nbd: config: %w", err)
+		return fmt.Errorf("nbdconf: config: %w", err)
 	}
 	defer f.Close()
 	p := configParser{file: name, c: c, include: true}
@@ -199,12 +201,12 @@ func ParseConfigFile(r io.Reader, name string) (*ConfigFile, error) {
 }
 
 // Addrs returns the addresses to pass to net.Listen("tcp", ...), with nbd-server's defaults:
-// port DefaultPort, and every IPv6 and IPv4 address, which Go serves with one dual-stack
+// port nbd.DefaultPort, and every IPv6 and IPv4 address, which Go serves with one dual-stack
 // listener (":10809"); nbd-server's "::" and "0.0.0.0" would collide as two Go listeners.
 func (g *ConfigGeneric) Addrs() []string {
 	port := g.Port
 	if port == "" {
-		port = strconv.Itoa(DefaultPort)
+		port = strconv.Itoa(nbd.DefaultPort)
 	}
 	if len(g.ListenAddrs) == 0 {
 		return []string{":" + port}
@@ -305,9 +307,9 @@ func (p *configParser) startSection(line int, s string) error {
 	if strings.ContainsAny(name, "[]") || strings.ContainsFunc(name, isControl) {
 		return p.errorf(line, "section name %q holds [, ] or a control character", truncate(name))
 	}
-	if len(name) > MaxStringLength {
+	if len(name) > nbd.MaxStringLength {
 		return p.errorf(line, "section name of %d bytes is longer than the protocol's %d",
-			len(name), MaxStringLength)
+			len(name), nbd.MaxStringLength)
 	}
 	if err := p.finishSection(); err != nil {
 		return err
@@ -640,7 +642,7 @@ func truncate(s string) string {
 func ReadAuthFile(path string) ([]netip.Prefix, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("nbd: authfile: %w", err)
+		return nil, fmt.Errorf("nbdconf: authfile: %w", err)
 	}
 	defer f.Close()
 	return ParseAuthFile(f, path)

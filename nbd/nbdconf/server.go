@@ -1,6 +1,4 @@
-//go:build linux
-
-package nbd
+package nbdconf
 
 import (
 	"crypto/tls"
@@ -12,38 +10,29 @@ import (
 	"path/filepath"
 
 	"github.com/netroot/netroot/backend"
+	"github.com/netroot/netroot/nbd"
 )
 
-// This file turns a parsed nbd-server configuration into a Server, so that a program that reads
+// This file turns a parsed nbd-server configuration into an nbd.Server, so that a program that reads
 // an operator's /etc/nbd-server/config serves what nbd-server would.
 
-// OpenConfigExport opens the file of an export section the way nbd-server uses it: read-only
-// for readonly and copyonwrite exports (copy-on-write never modifies the file), with O_SYNC for
-// sync, and limited to filesize bytes when that is set.
-func OpenConfigExport(x *ConfigExport) (backend.Device, error) {
-	dev, err := backend.OpenFile(x.Path, &backend.FileOptions{
-		ReadOnly: x.ReadOnly || x.CopyOnWrite, Sync: x.Sync, Length: x.Size,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("nbd: config %s:%d: export %q: %w", x.File, x.Line, x.Name, err)
-	}
-	return dev, nil
-}
-
-// NewServer returns a Server with the exports and settings of c: each export's file opened by
-// open (nil means OpenConfigExport), copyonwrite exports with a private overlay per connection
+// NewServer returns an nbd.Server with the exports and settings of c: each export's file opened by
+// open (nil means OpenConfigExport, which exists on Linux only; elsewhere open must be given), copyonwrite exports with a private overlay per connection
 // (a temporary file in cowdir, or next to the image, as nbd-server keeps them), readonly,
-// maxconnections, authfile, force_tls and tlsonly; and from [generic] allowlist, the TLS
+// maxconnections, timeout, authfile, force_tls and tlsonly; and from [generic] allowlist, the TLS
 // certificate files and force_tls.
 //
-// The caller sets Logger and the like, serves the Server on the listeners of c.Generic.Addrs(),
+// The caller sets Logger and the like, serves the nbd.Server on the listeners of c.Generic.Addrs(),
 // and calls closeDevices after Shutdown. On error, whatever was opened is closed already.
 //
 // A missing authfile is an error, not an open door: nbd-server lets every client in when the
 // file it names is absent, which hides a typo.
-func (c *ConfigFile) NewServer(open func(*ConfigExport) (backend.Device, error)) (srv *Server, closeDevices func() error, err error) {
+func (c *ConfigFile) NewServer(open func(*ConfigExport) (backend.Device, error)) (srv *nbd.Server, closeDevices func() error, err error) {
 	if open == nil {
-		open = OpenConfigExport
+		if defaultOpen == nil {
+			return nil, nil, errors.New("nbdconf: NewServer: no default opener on this system; pass open")
+		}
+		open = defaultOpen
 	}
 	var devices []backend.Device
 	closeAll := func() error {
@@ -62,22 +51,22 @@ func (c *ConfigFile) NewServer(open func(*ConfigExport) (backend.Device, error))
 		}
 	}()
 
-	srv = &Server{DisableList: !c.Generic.AllowList}
+	srv = &nbd.Server{DisableList: !c.Generic.AllowList}
 	g := &c.Generic
 	if g.CertFile != "" || g.KeyFile != "" {
 		if srv.TLSConfig, err = loadTLSFiles(g.CertFile, g.KeyFile, g.CACertFile); err != nil {
 			return nil, nil, err
 		}
-		srv.TLSMode = TLSOptional
+		srv.TLSMode = nbd.TLSOptional
 	}
 	if g.ForceTLS {
 		if srv.TLSConfig == nil {
-			return nil, nil, errors.New("nbd: config: force_tls needs certfile and keyfile in [generic]")
+			return nil, nil, errors.New("nbdconf: config: force_tls needs certfile and keyfile in [generic]")
 		}
-		srv.TLSMode = TLSRequired
+		srv.TLSMode = nbd.TLSRequired
 	}
 
-	set := &ExportSet{}
+	set := &nbd.ExportSet{}
 	for i := range c.Exports {
 		x := &c.Exports[i]
 		dev, err := open(x)
@@ -85,9 +74,10 @@ func (c *ConfigFile) NewServer(open func(*ConfigExport) (backend.Device, error))
 			return nil, nil, err
 		}
 		devices = append(devices, dev)
-		ex := &Export{Name: x.Name, Device: dev, Writable: !x.ReadOnly, MaxConnections: x.MaxConnections}
+		ex := &nbd.Export{Name: x.Name, Device: dev, Writable: !x.ReadOnly, MaxConnections: x.MaxConnections,
+			IdleTimeout: x.IdleTimeout}
 		if x.CopyOnWrite {
-			ex.CopyOnWrite = CopyOnWritePerConnection
+			ex.CopyOnWrite = nbd.CopyOnWritePerConnection
 			dir := x.CowDir
 			if dir == "" {
 				dir = filepath.Dir(x.Path)
@@ -98,13 +88,13 @@ func (c *ConfigFile) NewServer(open func(*ConfigExport) (backend.Device, error))
 		}
 		if x.ForceTLS {
 			if srv.TLSConfig == nil {
-				return nil, nil, fmt.Errorf("nbd: config %s:%d: export %q: force_tls needs certfile and keyfile in [generic]", x.File, x.Line, x.Name)
+				return nil, nil, fmt.Errorf("nbdconf: config %s:%d: export %q: force_tls needs certfile and keyfile in [generic]", x.File, x.Line, x.Name)
 			}
-			ex.TLS = TLSRequired
+			ex.TLS = nbd.TLSRequired
 		}
 		if x.AuthFile != "" {
 			if ex.Allow, err = ReadAuthFile(x.AuthFile); err != nil {
-				return nil, nil, fmt.Errorf("nbd: config %s:%d: export %q: %w", x.File, x.Line, x.Name, err)
+				return nil, nil, fmt.Errorf("nbdconf: config %s:%d: export %q: %w", x.File, x.Line, x.Name, err)
 			}
 		}
 		if err := set.Add(ex); err != nil {
@@ -124,17 +114,17 @@ func loadTLSFiles(certFile, keyFile, caFile string) (*tls.Config, error) {
 	}
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("nbd: config: certfile %q, keyfile %q: %w", certFile, keyFile, err)
+		return nil, fmt.Errorf("nbdconf: config: certfile %q, keyfile %q: %w", certFile, keyFile, err)
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
 		if err != nil {
-			return nil, fmt.Errorf("nbd: config: cacertfile: %w", err)
+			return nil, fmt.Errorf("nbdconf: config: cacertfile: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("nbd: config: cacertfile %q: no PEM certificates", caFile)
+			return nil, fmt.Errorf("nbdconf: config: cacertfile %q: no PEM certificates", caFile)
 		}
 		cfg.ClientCAs = pool
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert

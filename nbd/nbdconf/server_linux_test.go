@@ -1,6 +1,6 @@
 //go:build linux
 
-package nbd_test
+package nbdconf_test
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/netroot/netroot/nbd"
+	"github.com/netroot/netroot/nbd/nbdconf"
 )
 
 func TestConfigFileNewServer(t *testing.T) {
@@ -31,7 +32,7 @@ func TestConfigFileNewServer(t *testing.T) {
 	cfg := "[generic]\nallowlist = true\n" +
 		"[ro]\nexportname = " + img + "\nreadonly = true\nmaxconnections = 3\nauthfile = " + auth + "\n" +
 		"[cow]\nexportname = " + img + "\ncopyonwrite = true\ncowdir = " + cowDir + "\n"
-	cf, err := nbd.ParseConfigFile(strings.NewReader(cfg), "config")
+	cf, err := nbdconf.ParseConfigFile(strings.NewReader(cfg), "config")
 	require.NoError(t, err)
 	srv, closeDevices, err := cf.NewServer(nil)
 	require.NoError(t, err)
@@ -117,11 +118,50 @@ func TestConfigFileNewServerErrors(t *testing.T) {
 		{"bad certificate", "[generic]\ncertfile = " + img + "\nkeyfile = " + img + "\n[root]\nexportname = " + img + "\n", "certfile"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cf, err := nbd.ParseConfigFile(strings.NewReader(tc.cfg), "config")
+			cf, err := nbdconf.ParseConfigFile(strings.NewReader(tc.cfg), "config")
 			require.NoError(t, err)
 			_, _, err = cf.NewServer(nil)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+// TestConfigFileTimeout: an export's timeout disconnects its idle clients, and only its own.
+func TestConfigFileTimeout(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "root.img")
+	require.NoError(t, os.WriteFile(img, make([]byte, 4096), 0o644))
+	cfg := "[generic]\n[short]\nexportname = " + img + "\nreadonly = true\ntimeout = 1\n" +
+		"[long]\nexportname = " + img + "\nreadonly = true\n"
+	cf, err := nbdconf.ParseConfigFile(strings.NewReader(cfg), "config")
+	require.NoError(t, err)
+	assert.Empty(t, cf.Warnings)
+	srv, closeDevices, err := cf.NewServer(nil)
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, closeDevices()) }()
+	short, err := srv.Exports.LookupExport(context.Background(), "short")
+	require.NoError(t, err)
+	assert.Equal(t, time.Second, short.IdleTimeout)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = srv.Serve(l) }()
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dial := func(export string) *nbd.Client {
+		c, err := nbd.Dial(ctx, "tcp", l.Addr().String(), nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		_, err = c.Go(ctx, export)
+		require.NoError(t, err)
+		return c
+	}
+	shortC, longC := dial("short"), dial("long")
+	time.Sleep(1500 * time.Millisecond)
+	buf := make([]byte, 512)
+	_, err = shortC.ReadAt(buf, 0)
+	assert.Error(t, err, "the idle client of the export with timeout = 1 was disconnected")
+	_, err = longC.ReadAt(buf, 0)
+	assert.NoError(t, err, "the export without timeout keeps its idle client")
 }

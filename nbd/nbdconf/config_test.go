@@ -1,4 +1,4 @@
-package nbd_test
+package nbdconf_test
 
 import (
 	"errors"
@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/netroot/netroot/nbd"
+	"github.com/netroot/netroot/nbd/nbdconf"
 )
 
 const configFull = `# nbd-server configuration as an operator writes it
@@ -53,9 +53,9 @@ const configFull = `# nbd-server configuration as an operator writes it
 	sync = true
 `
 
-func parseConfig(t *testing.T, text string) *nbd.ConfigFile {
+func parseConfig(t *testing.T, text string) *nbdconf.ConfigFile {
 	t.Helper()
-	c, err := nbd.ParseConfigFile(strings.NewReader(text), "test.conf")
+	c, err := nbdconf.ParseConfigFile(strings.NewReader(text), "test.conf")
 	require.NoError(t, err)
 	return c
 }
@@ -63,7 +63,7 @@ func parseConfig(t *testing.T, text string) *nbd.ConfigFile {
 func TestParseConfigFile(t *testing.T) {
 	c := parseConfig(t, configFull)
 	assert.Empty(t, c.Warnings)
-	assert.Equal(t, nbd.ConfigGeneric{
+	assert.Equal(t, nbdconf.ConfigGeneric{
 		Port:        "10810",
 		ListenAddrs: []string{"192.0.2.1", "::1", "nbd.example"},
 		AllowList:   true,
@@ -76,7 +76,7 @@ func TestParseConfigFile(t *testing.T) {
 		Splice:      true,
 	}, c.Generic)
 	require.Len(t, c.Exports, 2)
-	assert.Equal(t, nbd.ConfigExport{
+	assert.Equal(t, nbdconf.ConfigExport{
 		Name: "root", File: "test.conf", Line: 15,
 		Path:           "/srv/kiwi/root.raw",
 		ReadOnly:       true,
@@ -86,7 +86,7 @@ func TestParseConfigFile(t *testing.T) {
 		Flush:          true,
 		FUA:            true,
 	}, c.Exports[0])
-	assert.Equal(t, nbd.ConfigExport{
+	assert.Equal(t, nbdconf.ConfigExport{
 		Name: "scratch", File: "test.conf", Line: 26,
 		Path:        "/srv/scratch image.raw",
 		CopyOnWrite: true,
@@ -104,7 +104,7 @@ func TestParseConfigFile(t *testing.T) {
 func TestParseConfigFileMinimal(t *testing.T) {
 	// The man page's smallest example; CRLF line ends as an editor on another system leaves them.
 	c := parseConfig(t, "[generic]\r\n[export]\r\n    exportname = /export/blkdev\r\n")
-	assert.Equal(t, nbd.ConfigGeneric{}, c.Generic)
+	assert.Equal(t, nbdconf.ConfigGeneric{}, c.Generic)
 	assert.Equal(t, []string{":10809"}, c.Generic.Addrs())
 	require.Len(t, c.Exports, 1)
 	assert.Equal(t, "export", c.Exports[0].Name)
@@ -115,16 +115,16 @@ func TestParseConfigFileMinimal(t *testing.T) {
 func TestParseConfigFileValues(t *testing.T) {
 	for _, tc := range []struct {
 		name, value string
-		check       func(t *testing.T, e nbd.ConfigExport)
+		check       func(t *testing.T, e nbdconf.ConfigExport)
 	}{
-		{"readonly", "true", func(t *testing.T, e nbd.ConfigExport) { assert.True(t, e.ReadOnly) }},
-		{"readonly", "1", func(t *testing.T, e nbd.ConfigExport) { assert.True(t, e.ReadOnly) }},
-		{"readonly", "false  ", func(t *testing.T, e nbd.ConfigExport) { assert.False(t, e.ReadOnly) }},
-		{"readonly", "0", func(t *testing.T, e nbd.ConfigExport) { assert.False(t, e.ReadOnly) }},
-		{"maxconnections", "+7 ", func(t *testing.T, e nbd.ConfigExport) { assert.Equal(t, 7, e.MaxConnections) }},
-		{"timeout", "0", func(t *testing.T, e nbd.ConfigExport) { assert.Zero(t, e.IdleTimeout) }},
-		{"authfile", `/etc/a\\b\tc `, func(t *testing.T, e nbd.ConfigExport) { assert.Equal(t, "/etc/a\\b\tc ", e.AuthFile) }},
-		{"force_tls", "true", func(t *testing.T, e nbd.ConfigExport) { assert.True(t, e.ForceTLS) }},
+		{"readonly", "true", func(t *testing.T, e nbdconf.ConfigExport) { assert.True(t, e.ReadOnly) }},
+		{"readonly", "1", func(t *testing.T, e nbdconf.ConfigExport) { assert.True(t, e.ReadOnly) }},
+		{"readonly", "false  ", func(t *testing.T, e nbdconf.ConfigExport) { assert.False(t, e.ReadOnly) }},
+		{"readonly", "0", func(t *testing.T, e nbdconf.ConfigExport) { assert.False(t, e.ReadOnly) }},
+		{"maxconnections", "+7 ", func(t *testing.T, e nbdconf.ConfigExport) { assert.Equal(t, 7, e.MaxConnections) }},
+		{"timeout", "0", func(t *testing.T, e nbdconf.ConfigExport) { assert.Zero(t, e.IdleTimeout) }},
+		{"authfile", `/etc/a\\b\tc `, func(t *testing.T, e nbdconf.ConfigExport) { assert.Equal(t, "/etc/a\\b\tc ", e.AuthFile) }},
+		{"force_tls", "true", func(t *testing.T, e nbdconf.ConfigExport) { assert.True(t, e.ForceTLS) }},
 	} {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
 			c := parseConfig(t, "[generic]\n[e]\nexportname=/img\n"+tc.name+" = "+tc.value+"\n")
@@ -169,15 +169,15 @@ func TestParseConfigFileErrors(t *testing.T) {
 		{"long line", "[generic]\n" + strings.Repeat("x", 70<<10) + "\n", 2, "line longer than"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := nbd.ParseConfigFile(strings.NewReader(tc.text), "test.conf")
+			c, err := nbdconf.ParseConfigFile(strings.NewReader(tc.text), "test.conf")
 			require.Error(t, err)
 			assert.Nil(t, c)
-			var ce *nbd.ConfigError
+			var ce *nbdconf.ConfigError
 			require.ErrorAs(t, err, &ce)
 			assert.Equal(t, "test.conf", ce.File)
 			assert.Equal(t, tc.line, ce.Line, "line of %v", err)
 			assert.Contains(t, err.Error(), tc.want)
-			assert.True(t, strings.HasPrefix(err.Error(), "nbd: config test.conf"), err.Error())
+			assert.True(t, strings.HasPrefix(err.Error(), "nbdconf: config test.conf"), err.Error())
 		})
 	}
 }
@@ -208,7 +208,7 @@ readonly = false
 	for _, x := range c.Warnings {
 		got = append(got, w{x.Line, x.Section, x.Key, x.Reason})
 		assert.Equal(t, "test.conf", x.File)
-		assert.Contains(t, x.String(), "nbd: config test.conf:")
+		assert.Contains(t, x.String(), "nbdconf: config test.conf:")
 		assert.Contains(t, x.String(), `"`+x.Key+`"`)
 	}
 	assert.Equal(t, []w{
@@ -234,7 +234,7 @@ func TestReadConfigFileIncludeDir(t *testing.T) {
 	write(filepath.Join(inc, "10-b.conf"), "[b]\nexportname = /b\n")
 	write(filepath.Join(inc, "ignored.txt"), "[x]\nexportname = /x\n")
 
-	c, err := nbd.ReadConfigFile(main)
+	c, err := nbdconf.ReadConfigFile(main)
 	require.NoError(t, err)
 	var names, files []string
 	for _, e := range c.Exports {
@@ -250,8 +250,8 @@ func TestReadConfigFileIncludeDir(t *testing.T) {
 	t.Run("generic in include", func(t *testing.T) {
 		write(filepath.Join(inc, "30-bad.conf"), "[generic]\n")
 		defer os.Remove(filepath.Join(inc, "30-bad.conf"))
-		_, err := nbd.ReadConfigFile(main)
-		var ce *nbd.ConfigError
+		_, err := nbdconf.ReadConfigFile(main)
+		var ce *nbdconf.ConfigError
 		require.ErrorAs(t, err, &ce)
 		assert.Equal(t, filepath.Join(inc, "30-bad.conf"), ce.File)
 		assert.Equal(t, 1, ce.Line)
@@ -259,18 +259,18 @@ func TestReadConfigFileIncludeDir(t *testing.T) {
 	t.Run("export repeated across files", func(t *testing.T) {
 		write(filepath.Join(inc, "30-dup.conf"), "\n[a]\nexportname = /a2\n")
 		defer os.Remove(filepath.Join(inc, "30-dup.conf"))
-		_, err := nbd.ReadConfigFile(main)
+		_, err := nbdconf.ReadConfigFile(main)
 		require.ErrorContains(t, err, "30-dup.conf:2: export section [a] repeats "+main+":3")
 	})
 	t.Run("missing includedir", func(t *testing.T) {
 		write(main, "[generic]\nincludedir = "+filepath.Join(dir, "nope")+"\n")
-		_, err := nbd.ReadConfigFile(main)
+		_, err := nbdconf.ReadConfigFile(main)
 		require.ErrorIs(t, err, fs.ErrNotExist)
 	})
 	t.Run("missing file", func(t *testing.T) {
-		_, err := nbd.ReadConfigFile(filepath.Join(dir, "absent"))
+		_, err := nbdconf.ReadConfigFile(filepath.Join(dir, "absent"))
 		require.ErrorIs(t, err, fs.ErrNotExist)
-		assert.Contains(t, err.Error(), "nbd: config")
+		assert.Contains(t, err.Error(), "nbdconf: config")
 	})
 }
 
@@ -288,7 +288,7 @@ func TestParseAuthFile(t *testing.T) {
 		{"zero length", "0.0.0.0/0\n", []string{"0.0.0.0/0"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := nbd.ParseAuthFile(strings.NewReader(tc.text), "allow")
+			got, err := nbdconf.ParseAuthFile(strings.NewReader(tc.text), "allow")
 			require.NoError(t, err)
 			require.NotNil(t, got)
 			strs := []string{}
@@ -313,11 +313,11 @@ func TestParseAuthFileErrors(t *testing.T) {
 		{"two addresses", "192.0.2.1 192.0.2.2\n", 1, `"192.0.2.1 192.0.2.2"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := nbd.ParseAuthFile(strings.NewReader(tc.text), "allow")
-			var ce *nbd.ConfigError
+			_, err := nbdconf.ParseAuthFile(strings.NewReader(tc.text), "allow")
+			var ce *nbdconf.ConfigError
 			require.ErrorAs(t, err, &ce)
 			assert.Equal(t, tc.line, ce.Line)
-			assert.Contains(t, err.Error(), "nbd: config allow:")
+			assert.Contains(t, err.Error(), "nbdconf: config allow:")
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
@@ -325,12 +325,12 @@ func TestParseAuthFileErrors(t *testing.T) {
 
 func TestReadAuthFile(t *testing.T) {
 	dir := t.TempDir()
-	_, err := nbd.ReadAuthFile(filepath.Join(dir, "absent"))
+	_, err := nbdconf.ReadAuthFile(filepath.Join(dir, "absent"))
 	require.ErrorIs(t, err, fs.ErrNotExist, "a missing file is distinguishable: nbd-server then allows everyone")
 
 	path := filepath.Join(dir, "allow")
 	require.NoError(t, os.WriteFile(path, []byte("192.0.2.0/24\n"), 0o644))
-	got, err := nbd.ReadAuthFile(path)
+	got, err := nbdconf.ReadAuthFile(path)
 	require.NoError(t, err)
 	assert.Equal(t, []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}, got)
 }
@@ -352,7 +352,7 @@ func TestAuthAllows(t *testing.T) {
 		{"ipv6 outside", list, "2001:db8::1", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			assert.Equal(t, tc.want, nbd.AuthAllows(tc.allow, netip.MustParseAddr(tc.addr)))
+			assert.Equal(t, tc.want, nbdconf.AuthAllows(tc.allow, netip.MustParseAddr(tc.addr)))
 		})
 	}
 }
@@ -364,12 +364,12 @@ func FuzzParseConfigFile(f *testing.F) {
 	f.Add("[generic]\n[e]\nexportname = rel\n")
 	f.Add("[e]\n")
 	f.Fuzz(func(t *testing.T, text string) {
-		c, err := nbd.ParseConfigFile(strings.NewReader(text), "fuzz.conf")
+		c, err := nbdconf.ParseConfigFile(strings.NewReader(text), "fuzz.conf")
 		if err != nil {
-			var ce *nbd.ConfigError
+			var ce *nbdconf.ConfigError
 			require.ErrorAs(t, err, &ce)
 			require.Nil(t, c)
-			require.True(t, strings.HasPrefix(err.Error(), "nbd: config fuzz.conf"))
+			require.True(t, strings.HasPrefix(err.Error(), "nbdconf: config fuzz.conf"))
 			return
 		}
 		seen := map[string]bool{}
@@ -396,9 +396,9 @@ func FuzzParseAuthFile(f *testing.F) {
 	f.Add("fe80::1%eth0/64\n")
 	f.Add("1.2.3.4/\n")
 	f.Fuzz(func(t *testing.T, text string) {
-		list, err := nbd.ParseAuthFile(strings.NewReader(text), "allow")
+		list, err := nbdconf.ParseAuthFile(strings.NewReader(text), "allow")
 		if err != nil {
-			var ce *nbd.ConfigError
+			var ce *nbdconf.ConfigError
 			require.ErrorAs(t, err, &ce)
 			require.Positive(t, ce.Line)
 			return
@@ -408,17 +408,17 @@ func FuzzParseAuthFile(f *testing.F) {
 			require.True(t, p.IsValid())
 			require.Equal(t, p.Masked(), p, "prefix %v keeps host bits", p)
 			require.False(t, p.Addr().Is4In6())
-			require.True(t, nbd.AuthAllows(list, p.Addr()), "%v does not allow its own address", p)
+			require.True(t, nbdconf.AuthAllows(list, p.Addr()), "%v does not allow its own address", p)
 		}
 	})
 }
 
 func TestConfigErrorUnwrap(t *testing.T) {
-	_, err := nbd.ParseConfigFile(strings.NewReader("[generic]\nmax_threads = many\n"), "c")
-	var ce *nbd.ConfigError
+	_, err := nbdconf.ParseConfigFile(strings.NewReader("[generic]\nmax_threads = many\n"), "c")
+	var ce *nbdconf.ConfigError
 	require.ErrorAs(t, err, &ce)
 	assert.NotNil(t, errors.Unwrap(ce))
-	assert.Equal(t, "nbd: config c:2: max_threads value \"many\": strconv.ParseInt: parsing \"many\": invalid syntax", err.Error())
+	assert.Equal(t, "nbdconf: config c:2: max_threads value \"many\": strconv.ParseInt: parsing \"many\": invalid syntax", err.Error())
 }
 
 func ExampleParseConfigFile() {
@@ -430,7 +430,7 @@ func ExampleParseConfigFile() {
 	authfile = /etc/nbd-server/allow
 	prerun = /usr/local/bin/announce %s
 `
-	c, err := nbd.ParseConfigFile(strings.NewReader(text), "/etc/nbd-server/config")
+	c, err := nbdconf.ParseConfigFile(strings.NewReader(text), "/etc/nbd-server/config")
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -445,18 +445,18 @@ func ExampleParseConfigFile() {
 	// Output:
 	// [:10809]
 	// root: /srv/kiwi/root.raw read-only=true authfile=/etc/nbd-server/allow
-	// nbd: config /etc/nbd-server/config:7: [root] "prerun": prerun commands are not run; ignored
+	// nbdconf: config /etc/nbd-server/config:7: [root] "prerun": prerun commands are not run; ignored
 }
 
 func ExampleParseAuthFile() {
-	allow, err := nbd.ParseAuthFile(strings.NewReader("# lab clients\n192.0.2.0/24\n2001:db8::7\n"), "allow")
+	allow, err := nbdconf.ParseAuthFile(strings.NewReader("# lab clients\n192.0.2.0/24\n2001:db8::7\n"), "allow")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	fmt.Println(allow)
-	fmt.Println(nbd.AuthAllows(allow, netip.MustParseAddr("192.0.2.10")))
-	fmt.Println(nbd.AuthAllows(allow, netip.MustParseAddr("198.51.100.1")))
+	fmt.Println(nbdconf.AuthAllows(allow, netip.MustParseAddr("192.0.2.10")))
+	fmt.Println(nbdconf.AuthAllows(allow, netip.MustParseAddr("198.51.100.1")))
 	// Output:
 	// [192.0.2.0/24 2001:db8::7/128]
 	// true
