@@ -12,6 +12,10 @@
 // connection stays on the build it attached to; an old build's export, staged files and
 // unpacked image go only after its last client left and a grace period passed.
 //
+// Machines (by MAC address or prefix) get their own image and kernel options in configs for
+// all three boot loaders; with NBDHost every machine's config names the NBD server (replica)
+// chosen for its MAC, rendered when the machine asks for it.
+//
 // The boot configs netroot writes carry a marker line (Marker); a config without it is never
 // overwritten unless Force is set, and per-client files that someone else wrote, which
 // pxelinux prefers to the default, are reported.

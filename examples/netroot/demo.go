@@ -62,7 +62,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		defer cancel()
 	}
 	c := &serveConfig{
-		kis:             kisFlags{dir: kisDir},
+		kis:             kisFlags{dirs: stringList{kisDir}},
 		stage:           stageFlags{tftpRoot: tftpRoot, kernel: kis.DefaultKernelPath, initrd: kis.DefaultInitrdPath},
 		pxe:             pxeFlags{label: "netroot", formats: "pxelinux,grub,ipxe"},
 		serverIP:        "127.0.0.1",

@@ -607,16 +607,21 @@ func TestServeChoosesAmongImages(t *testing.T) {
 	args := func(extra ...string) []string {
 		return serveArgs(kisDir, t.TempDir(), append([]string{"-no-bootloader", "-arch", "x86_64"}, extra...)...)
 	}
-	out, err := exec.Command(binary, args()...).CombinedOutput()
+	// A second KIWI output folder: its images count too.
+	other := t.TempDir()
+	_, err := kistest.Write(other, kistest.Spec{Name: "sles", Version: "15.6.0"})
+	require.NoError(t, err)
+	out, err := exec.Command(binary, args("-kis", other)...).CombinedOutput()
 	require.Error(t, err)
-	assert.Contains(t, string(out), "several images for x86_64: leap, tw")
+	assert.Contains(t, string(out), "several images for x86_64: leap, sles, tw")
 
 	for _, tc := range []struct{ name, want string }{
 		{"leap", "leap.x86_64-1.2.0"},              // newest of the name and arch, never aarch64's 9.0.0
 		{"leap.x86_64-1.0.0", "leap.x86_64-1.0.0"}, // the build ID inspect prints
+		{"sles", "sles.x86_64-15.6.0"},             // from the second folder
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := start(t, args("-name", tc.name)...)
+			p := start(t, args("-kis", other, "-name", tc.name)...)
 			p.waitLog(t, `msg="serving build" build=`+regexp.QuoteMeta(tc.want))
 			p.waitLog(t, `msg=ready`)
 			require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))

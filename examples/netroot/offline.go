@@ -130,12 +130,13 @@ func runCmdline(_ context.Context, e *env, args []string) error {
 
 // kisFlags choose a build in a KIWI output directory.
 type kisFlags struct {
-	dir, name, arch, cache string
-	noVerify               bool
+	dirs              stringList
+	name, arch, cache string
+	noVerify          bool
 }
 
 func (k *kisFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&k.dir, "kis", "", "KIWI output directory holding the KIS build (required)")
+	fs.Var(&k.dirs, "kis", "KIWI output directory holding the KIS builds (required; serve takes several)")
 	fs.StringVar(&k.name, "name", "", "image to serve: an image name (its newest build) or a build ID NAME.ARCH-VERSION as inspect prints it; required when the directory holds several images")
 	fs.StringVar(&k.arch, "arch", bootserver.HostArch(), "architecture to pick builds for, as KIWI names it (x86_64, aarch64, ...)")
 	fs.StringVar(&k.cache, "cache-dir", "", "where to unpack compressed images and bundles (default: next to the build)")
@@ -144,10 +145,10 @@ func (k *kisFlags) register(fs *flag.FlagSet) {
 
 // load finds, verifies and unpacks the newest build: what serve and stage start with.
 func (k *kisFlags) load(ctx context.Context, e *env) (kis.Build, error) {
-	if k.dir == "" {
-		return kis.Build{}, usageError{errors.New("-kis DIR is required")}
+	if len(k.dirs) != 1 {
+		return kis.Build{}, usageError{errors.New("-kis DIR is required, once")}
 	}
-	builds, err := kis.Find(k.dir)
+	builds, err := kis.Find(k.dirs[0])
 	if len(builds) == 0 {
 		return kis.Build{}, err
 	}

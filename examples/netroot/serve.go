@@ -181,7 +181,7 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	if err != nil {
 		return err
 	}
-	if c.kis.dir == "" {
+	if len(c.kis.dirs) == 0 {
 		return usageError{errors.New("-kis DIR is required")}
 	}
 	var machines []bootserver.Machine
@@ -216,7 +216,7 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	}
 	srv := &bootserver.Server{
 		Source: &bootserver.KISSource{
-			Dirs: []string{c.kis.dir}, CacheDir: c.kis.cache, NoVerify: c.kis.noVerify, Mmap: c.mmap,
+			Dirs: c.kis.dirs, CacheDir: c.kis.cache, NoVerify: c.kis.noVerify, Mmap: c.mmap,
 			Progress: progressFor(e), Logger: e.log,
 		},
 		Image:        c.kis.name,
