@@ -25,7 +25,12 @@ func serveMetrics(ctx context.Context, e *env, addr string, cs ...prometheus.Col
 			return fmt.Errorf("metrics: %w", err)
 		}
 	}
-	return serveRegistry(ctx, e, addr, reg, nil)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("-metrics-addr %q: %w", addr, err)
+	}
+	serveRegistry(ctx, e, ln, reg, nil)
+	return nil
 }
 
 // newRegistry returns a registry with the collectors every command exports.
@@ -39,13 +44,9 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
-// serveRegistry serves reg's metrics at /metrics on addr until ctx ends, and status, when
-// not nil, at every other path (the status page at /, its JSON at /status.json).
-func serveRegistry(ctx context.Context, e *env, addr string, reg *prometheus.Registry, status http.Handler) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("-metrics-addr %q: %w", addr, err)
-	}
+// serveRegistry serves reg's metrics at /metrics on ln until ctx ends, and status, when not
+// nil, at every other path (the status page at /, its JSON at /status.json).
+func serveRegistry(ctx context.Context, e *env, ln net.Listener, reg *prometheus.Registry, status http.Handler) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	if status != nil {
@@ -64,5 +65,4 @@ func serveRegistry(ctx context.Context, e *env, addr string, reg *prometheus.Reg
 			e.log.Error("metrics server", slog.Any("err", err))
 		}
 	}()
-	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/netroot/netroot/aoe"
 	"github.com/netroot/netroot/backend"
 	"github.com/netroot/netroot/bootserver"
+	"github.com/netroot/netroot/handoff"
 	"github.com/netroot/netroot/overlaycmdline"
 )
 
@@ -242,7 +243,19 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	if err != nil {
 		return err
 	}
-	act := socketActivation(e)
+	// Sockets (and NBD connections) from the process this one replaces (SIGUSR2), or from
+	// systemd (socket units, the file descriptor store).
+	inh, err := handoff.Inherit()
+	if err != nil {
+		return err
+	}
+	if inh != nil {
+		from := "the process this one replaces"
+		if inh.FromSystemd() {
+			from = "systemd"
+		}
+		e.log.Info("using inherited sockets", "from", from, "names", strings.Join(inh.Names(), ","))
+	}
 	srv := &bootserver.Server{
 		Source: &bootserver.KISSource{
 			Dirs: c.kis.dirs, CacheDir: c.kis.cache, NoVerify: c.kis.noVerify, Mmap: c.mmap,
@@ -272,7 +285,7 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 		Grace:           c.grace,
 		WatchInterval:   c.watch,
 		ShutdownTimeout: c.shutdownTimeout,
-		Listeners:       bootserver.Listeners{NBD: act.listener("nbd"), TFTP: act.packetConn("tftp")},
+		Inherited:       inh,
 		Logger:          e.log,
 		ProtocolLogger:  e.protoBase(),
 	}
@@ -289,11 +302,14 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	if dhcpSvc != nil {
 		srv.Services = append(srv.Services, dhcpSvc)
 	}
+	passOn := map[string]net.Listener{} // more listeners an upgrade hands over
 	if c.metricsAddr != "" {
-		reg := newRegistry()
-		if err := serveRegistry(ctx, e, c.metricsAddr, reg, srv.StatusHandler()); err != nil {
-			return err
+		ln, err := inheritedListener(inh, fileMetrics, c.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("-metrics-addr %q: %w", c.metricsAddr, err)
 		}
+		reg := newRegistry()
+		serveRegistry(ctx, e, ln, reg, srv.StatusHandler())
 		if httpSrv != nil {
 			reg.MustRegister(bootserver.HTTPCollector(httpSrv.Stats))
 		}
@@ -301,6 +317,7 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 			reg.MustRegister(bootserver.DHCPCollector(dhcpSvc.Server().Stats))
 		}
 		srv.Registerer = reg
+		passOn[fileMetrics] = ln
 	}
 	srv.OnEvent = func(ev bootserver.Event) {
 		if ev.Kind != bootserver.Ready {
@@ -337,7 +354,8 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	}()
 	stopping := context.AfterFunc(ctx, notifyStopping)
 	defer stopping()
-	err = srv.Run(ctx)
+	// SIGUSR2 upgrades the binary; see runUpgradable.
+	err = runUpgradable(ctx, e, srv, func() []handoff.File { return listenerFiles(e, passOn) })
 	var le *bootserver.ListenError
 	if errors.As(err, &le) {
 		flagName := map[string]string{"tftp": "-tftp-addr ", "nbd": "-nbd-addr ", "aoe": "-aoe-iface "}[le.Proto]

@@ -308,7 +308,7 @@ func runAoE(ctx context.Context, e *env, args []string) error {
 		return privilegeHint("IFACE "+a[2], err, "CAP_NET_RAW")
 	}
 	tgt := &aoe.Target{
-		Devices:          []*aoe.Device{{Shelf: uint16(shelf), Slot: uint8(slot), Backend: dev, ReadOnly: *ro, Mask: mask}},
+		Devices: []*aoe.Device{{Shelf: uint16(shelf), Slot: uint8(slot), Backend: dev, ReadOnly: *ro, Mask: mask}},
 		// The target logs discoveries itself, at most 16 lines a minute (the initiator's MAC
 		// is whatever a frame says), and its faults as warnings and errors.
 		Logger:           e.log,
