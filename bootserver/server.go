@@ -1,6 +1,7 @@
 package bootserver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -267,10 +268,15 @@ func (s *Server) check() error {
 	return nil
 }
 
+// ErrShutdownTimeout is returned by Run when the shutdown timeout ran out before every running
+// transfer finished, so the servers were closed with clients still served (TFTP clients get
+// an ERROR packet, NBD clients lose their connection).
+var ErrShutdownTimeout = errors.New("bootserver: shutdown timeout ran out: running transfers were cut off")
+
 // Run prepares the builds, starts the servers and serves until ctx ends (then stops
-// gracefully within ShutdownTimeout and returns nil), Shutdown or Close is called (then it
-// returns ErrServerClosed), or a server of the group fails (then it stops the others and
-// returns that error). Run may be called once; again only after it failed before serving.
+// gracefully within ShutdownTimeout and returns nil, or ErrShutdownTimeout when it ran out),
+// Shutdown or Close is called (then it returns ErrServerClosed), or a server of the group fails
+// (then it stops the others and returns that error). Run may be called once; again only after it failed before serving.
 func (s *Server) Run(ctx context.Context) (err error) {
 	if err := s.check(); err != nil {
 		return err
@@ -306,12 +312,23 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	}()
 	defer s.closeBuilds()
 
+	// The sockets first: a busy or mistyped address fails in a second, before the first
+	// build is verified and unpacked (minutes for a large image) and before any file is staged.
+	s.useInherited()
+	opened, err := s.openSockets()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if !served {
+			s.closeSockets(opened)
+		}
+	}()
 	if err := s.reload(ctx, reloadInitial); err != nil {
 		return err
 	}
 	g := &group{log: s.log()}
 	defer g.closeAll()
-	s.useInherited()
 	if err := s.startServers(g); err != nil {
 		return err
 	}
@@ -374,7 +391,9 @@ loop:
 	} else {
 		s.log().Info("shutting down: letting running transfers finish", "timeout", timeout)
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-		g.shutdown(sctx)
+		if g.shutdown(sctx) && failed == nil {
+			failed = fmt.Errorf("%w (%v)", ErrShutdownTimeout, timeout)
+		}
 		cancel()
 	}
 	if werr := g.wait(); failed == nil {
@@ -452,6 +471,40 @@ func (s *Server) ActiveListeners() Listeners {
 }
 
 // startServers starts TFTP, NBD and AoE in g.
+// openSockets opens the TFTP and NBD sockets that Listeners (the caller's, inherited or
+// socket-activated ones) leaves nil, into Listeners, and returns what it opened.
+func (s *Server) openSockets() (opened Listeners, err error) {
+	if s.Listeners.TFTP == nil {
+		addr := cmp.Or(s.TFTPAddr, DefaultTFTPAddr)
+		if opened.TFTP, err = net.ListenPacket("udp", addr); err != nil {
+			return opened, &ListenError{Proto: "tftp", Addr: addr, Err: err}
+		}
+		s.Listeners.TFTP = opened.TFTP
+	}
+	if s.Listeners.NBD == nil && !s.DisableNBD {
+		addr := cmp.Or(s.NBDAddr, DefaultNBDAddr)
+		if opened.NBD, err = net.Listen("tcp", addr); err != nil {
+			s.closeSockets(opened)
+			return Listeners{}, &ListenError{Proto: "nbd", Addr: addr, Err: err}
+		}
+		s.Listeners.NBD = opened.NBD
+	}
+	return opened, nil
+}
+
+// closeSockets closes what openSockets opened and takes it out of Listeners again, so that
+// Run can be called again after failing before it served.
+func (s *Server) closeSockets(opened Listeners) {
+	if opened.TFTP != nil {
+		opened.TFTP.Close()
+		s.Listeners.TFTP = nil
+	}
+	if opened.NBD != nil {
+		opened.NBD.Close()
+		s.Listeners.NBD = nil
+	}
+}
+
 func (s *Server) startServers(g *group) error {
 	// TFTP
 	tsrv := &tftp.Server{
@@ -461,17 +514,7 @@ func (s *Server) startServers(g *group) error {
 		Logger:         s.protoLog("tftp"),
 		OnTransferDone: s.onTransfer,
 	}
-	pc := s.Listeners.TFTP
-	if pc == nil {
-		addr := s.TFTPAddr
-		if addr == "" {
-			addr = DefaultTFTPAddr
-		}
-		var err error
-		if pc, err = net.ListenPacket("udp", addr); err != nil {
-			return &ListenError{Proto: "tftp", Addr: addr, Err: err}
-		}
-	}
+	pc := s.Listeners.TFTP // opened by openSockets if the caller gave none
 	s.mu.Lock()
 	s.tftp, s.active.TFTP = tsrv, pc
 	s.mu.Unlock()
@@ -487,17 +530,7 @@ func (s *Server) startServers(g *group) error {
 			OnDetach: s.tracker.detached,
 			OnRefuse: s.tracker.refused,
 		}
-		ln := s.Listeners.NBD
-		if ln == nil {
-			addr := s.NBDAddr
-			if addr == "" {
-				addr = DefaultNBDAddr
-			}
-			var err error
-			if ln, err = net.Listen("tcp", addr); err != nil {
-				return &ListenError{Proto: "nbd", Addr: addr, Err: err}
-			}
-		}
+		ln := s.Listeners.NBD // opened by openSockets if the caller gave none
 		s.mu.Lock()
 		s.nbd, s.active.NBD = nsrv, ln
 		s.mu.Unlock()
@@ -584,17 +617,24 @@ func (g *group) closeAll() {
 	}
 }
 
-func (g *group) shutdown(ctx context.Context) {
+// shutdown stops every member gracefully within ctx, closes those that did not finish, and
+// reports whether any had to be closed.
+func (g *group) shutdown(ctx context.Context) (forced bool) {
 	var wg sync.WaitGroup
+	var mu sync.Mutex
 	for _, m := range g.members {
 		wg.Go(func() {
 			if err := m.shutdown(ctx); err != nil {
 				g.log.Warn("forced shutdown", "server", m.name, "err", err)
 				_ = m.close()
+				mu.Lock()
+				forced = true
+				mu.Unlock()
 			}
 		})
 	}
 	wg.Wait()
+	return forced
 }
 
 // wait collects every member's result and returns the first error.

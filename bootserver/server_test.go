@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -249,4 +250,63 @@ func TestMetrics(t *testing.T) {
 	assert.Equal(t, 1.0, got["netroot_image_info,build=leap.x86_64-1.0.0,image=leap,state=current,version=1.0.0"])
 	assert.Contains(t, got, "netroot_nbd_export_clients,export=leap.x86_64-1.0.0")
 	assert.GreaterOrEqual(t, got["netroot_nbd_attachments_total"], 1.0)
+}
+
+// TestForcedShutdownIsAnError leaves a TFTP transfer hanging (the client never acknowledges)
+// when Run's context ends: the shutdown timeout runs out and Run says so.
+func TestForcedShutdownIsAnError(t *testing.T) {
+	kisDir := t.TempDir()
+	writeBuild(t, kisDir, "leap", "1.0.0", 1)
+	srv, _ := newServer(t, kisDir)
+	srv.ShutdownTimeout = 200 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Run(ctx) }()
+	require.Eventually(t, func() bool { return srv.ActiveListeners().TFTP != nil }, 30*time.Second, 10*time.Millisecond)
+
+	// The transfer answers from a port of its own (RFC 1350's TID), so an unconnected socket.
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.WriteTo(append([]byte{0, 1}, "boot/leap.x86_64-1.0.0/linux\x00octet\x00"...), srv.ActiveListeners().TFTP.LocalAddr())
+	require.NoError(t, err)
+	buf := make([]byte, 1024)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+	_, _, err = c.ReadFrom(buf)
+	require.NoError(t, err)
+	require.Equal(t, []byte{0, 3}, buf[:2], "the first DATA packet; never acknowledged")
+
+	cancel()
+	select {
+	case err := <-errc:
+		require.ErrorIs(t, err, bootserver.ErrShutdownTimeout)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return")
+	}
+}
+
+// TestBusyPortFailsBeforeStaging: a TFTP address in use fails Run before any build is opened
+// or any file is written to the TFTP root.
+func TestBusyPortFailsBeforeStaging(t *testing.T) {
+	kisDir := t.TempDir()
+	writeBuild(t, kisDir, "leap", "1.0.0", 1)
+	busy, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer busy.Close()
+	srv, ev := newServer(t, kisDir)
+	srv.TFTPAddr = busy.LocalAddr().String()
+	err = srv.Run(context.Background())
+	var le *bootserver.ListenError
+	require.ErrorAs(t, err, &le)
+	assert.Equal(t, "tftp", le.Proto)
+	entries, err := os.ReadDir(srv.TFTPRoot)
+	require.NoError(t, err)
+	assert.Empty(t, entries, "nothing staged")
+	assert.False(t, ev.has(bootserver.BuildReady, ""), "no build opened")
+
+	// The same Server runs once the port is free.
+	busy.Close()
+	run(t, srv)
+	assert.NotNil(t, srv.ActiveListeners().NBD)
 }
