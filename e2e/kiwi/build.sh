@@ -125,10 +125,11 @@ mkdir -m 700 "$GNUPGHOME"
 start=$SECONDS
 log "kiwi-ng system build, profile $PROFILE, from $MIRROR (several minutes; log $work/kiwi.log)"
 if ! kiwi-ng --profile "$PROFILE" --config "$desc/kiwi.yml" --logfile "$work/kiwi.log" system build \
-	--description "$desc" --target-dir "$work/target" --signing-key "$KEYRING" >/dev/null 2>&1; then
-	grep -E 'ERROR|Error|error' "$work/kiwi.log" | tail -20 >&2 || true
-	tail -20 "$work/kiwi.log" >&2
-	cp "$work/kiwi.log" "$CACHE/kiwi-$PROFILE-failed.log" 2>/dev/null || true
+	--description "$desc" --target-dir "$work/target" --signing-key "$KEYRING" >"$work/kiwi.out" 2>&1; then
+	# kiwi.log has KIWI's own messages; a Python traceback only reaches kiwi.out.
+	grep -E 'ERROR|Error|error|Traceback' "$work/kiwi.log" "$work/kiwi.out" | tail -20 >&2 || true
+	tail -20 "$work/kiwi.out" >&2
+	cat "$work/kiwi.log" "$work/kiwi.out" >"$CACHE/kiwi-$PROFILE-failed.log" 2>/dev/null || true
 	die "kiwi-ng system build failed (log kept in $CACHE/kiwi-$PROFILE-failed.log)"
 fi
 log "kiwi-ng done in $((SECONDS - start)) s"
