@@ -70,6 +70,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		nbd:             true,
 		nbdAddr:         "127.0.0.1:0",
 		extraAppend:     "console=ttyS0,115200",
+		metricsAddr:     "127.0.0.1:0",
 		shutdownTimeout: 5 * time.Second,
 		demo:            true,
 	}
@@ -110,6 +111,12 @@ Try them:
   netroot cmdline -parse "$(grep -m1 APPEND %s | sed 's/^ *APPEND //')"
 `, r.tftpAddr, r.nbdAddr, r.export, tftpHost, tftpPort, tftpHost, tftpPort, nbdPort, r.export, nbdPort, r.export,
 		filepath.Join(tftpRoot, "pxelinux.cfg", "default"))
+	if r.metricsAddr != "" {
+		fmt.Fprintf(w, `
+Watch it (a page for people, the same as JSON, Prometheus metrics):
+  http://%s/    http://%s/status.json    http://%s/metrics
+`, r.metricsAddr, r.metricsAddr, r.metricsAddr)
+	}
 }
 
 // selfCheck fetches the boot files and the root image back with netroot's own clients.

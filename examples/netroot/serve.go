@@ -112,6 +112,8 @@ func runServe(ctx context.Context, e *env, args []string) error {
 // running is what serve started, for the demo's printout.
 type running struct {
 	tftpAddr, nbdAddr, export string
+	// metricsAddr is where the metrics and the status page listen ("" without -metrics-addr).
+	metricsAddr string
 }
 
 // check refuses setups that cannot boot a kiwi-overlay client, naming the reason.
@@ -328,6 +330,9 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 			st := srv.State()
 			l := srv.ActiveListeners()
 			r := &running{tftpAddr: l.TFTP.LocalAddr().String(), export: st.Default.String()}
+			if ln := passOn[fileMetrics]; ln != nil {
+				r.metricsAddr = ln.Addr().String()
+			}
 			if l.NBD != nil {
 				r.nbdAddr = l.NBD.Addr().String()
 			}
