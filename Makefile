@@ -7,7 +7,7 @@ FUZZTIME      ?= 3s
 FUZZPKGS      ?= ./...
 TESTTIMEOUT   ?= 30m
 
-.PHONY: check peers fmt vet staticcheck test fuzz e2e demo bench
+.PHONY: check peers fmt vet staticcheck test fuzz e2e e2e-boot e2e-rollforward e2e-firmware e2e-kiwi e2e-replica demo bench
 
 check: peers fmt vet staticcheck test fuzz
 
@@ -34,9 +34,32 @@ test:
 fuzz:
 	bash .ci/fuzz $(FUZZTIME) '$(FUZZPKGS)'
 
-# The qemu network-boot test (root; builds and caches a guest kernel and initrd).
-e2e:
+# The qemu network-boot tests (root; each builds what it needs once and caches it outside the
+# clone: a guest kernel and initrd, a real KIWI image). `make e2e` runs them all; CI runs them
+# with E2E_SERVER=netroot (run.sh then skips the boots from the reference servers).
+e2e: e2e-boot e2e-rollforward e2e-firmware e2e-kiwi e2e-replica
+
+# PXE boots over NBD, AoE and NBD read-only, from netroot serve (and the reference servers).
+e2e-boot:
 	bash e2e/run.sh
+
+# A new build (SIGHUP) and a new binary (SIGUSR2) under a running guest; a second guest gets
+# the new build.
+e2e-rollforward:
+	bash e2e/rollforward.sh
+
+# BIOS (iPXE over HTTP, pxelinux over TFTP) and UEFI with Secure Boot (shim, GRUB, signed
+# kernel), the boot information from netroot's proxyDHCP only.
+e2e-firmware:
+	bash e2e/firmware.sh
+
+# An image that KIWI NG itself built (kiwi-ng from Debian's packages), booted over NBD.
+e2e-kiwi:
+	bash e2e/kiwi.sh
+
+# A replica with no local image: builds in Ceph RGW (S3), pushed with netroot image push.
+e2e-replica:
+	bash e2e/replica.sh
 
 demo:
 	$(GO) run ./examples/netroot
