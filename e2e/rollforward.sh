@@ -6,6 +6,9 @@
 #      prints a first marker;
 #   2. while A runs, build 1.1.0 is published into the KIWI output folder and netroot gets
 #      SIGHUP (systemctl reload); netroot verifies, stages and exports it, rewrites the configs;
+#   2b. then a second build of netroot replaces the binary file and gets SIGUSR2: the new
+#      process takes over the sockets and A's NBD connection (opening 1.0.0 for it) and the old
+#      one exits;
 #   3. A then reads every file of its root (a manifest of MD5 sums made with the image, including
 #      a 16 MiB file of random data that is not in A's page cache yet) and prints a second
 #      marker with the result: its NBD connection must still serve build 1.0.0 byte-exact;
@@ -179,6 +182,9 @@ log "builds $V1 (in $kis) and $V2 (published later) ready, marker $MARKER"
 log "building examples/netroot"
 (cd "$REPO" && go build -o "$RUN/netroot" ./examples/netroot) >"$RUN/go-build.log" 2>&1 ||
 	die "go build ./examples/netroot failed: $(tail -20 "$RUN/go-build.log")"
+# A second build (same source, its own file) that replaces the first for the SIGUSR2 upgrade.
+(cd "$REPO" && go build -o "$RUN/netroot.new" ./examples/netroot) >>"$RUN/go-build.log" 2>&1 ||
+	die "the second go build ./examples/netroot failed: $(tail -20 "$RUN/go-build.log")"
 
 NS=netroot-rf-$$
 TAP=nrrf0
@@ -243,6 +249,25 @@ grep -q "msg=\"build retired\" build=$IMAGE_NAME.x86_64-$V1" "$RUN/netroot.log" 
 kill -0 "$NETROOT_PID" || die "netroot exited on SIGHUP"
 log "netroot serves $V2 to new boots after $((SECONDS - t0)) s"
 
+# SIGUSR2: the second build of netroot, moved over the binary file, takes over.
+mv "$RUN/netroot.new" "$RUN/netroot"
+kill -USR2 "$NETROOT_PID"
+wait_log 120 "$RUN/netroot.log" 'msg="upgrade: handed over; stopping"' || exit 1
+NEW_PID=$(grep -o 'msg="upgrade: started the new process" new_pid=[0-9]*' "$RUN/netroot.log" | tail -1 | grep -o '[0-9]*$')
+[[ -n $NEW_PID ]] || die "no new netroot process in the log"
+PIDS+=("$NEW_PID") # not our child, but stop_all signals it
+# (It opens $V1 for guest A first, then logs.)
+wait_log 120 "$RUN/netroot.log" 'msg="upgrade: took over" nbd_connections=1 failed=0' ||
+	die "the new netroot did not take over guest A's NBD connection"
+for ((i = 0; i < 300; i++)); do
+	[[ $(ps -o stat= -p "$NETROOT_PID" 2>/dev/null) == Z* ]] && break
+	sleep 0.1
+done
+wait "$NETROOT_PID" || die "the old netroot exited with status $? after SIGUSR2"
+[[ $(readlink "/proc/$NEW_PID/exe") == "$RUN/netroot" ]] || die "the new netroot does not run the replaced binary"
+NETROOT_PID=$NEW_PID
+log "netroot upgraded: pid $NEW_PID (the second build) serves guest A's connection after $((SECONDS - t0)) s"
+
 wait_log "$E2E_TIMEOUT" "$RUN/serial-a.log" "^$MARKER END\$" || exit 1
 tr -d '\r' <"$RUN/serial-a.log" | grep -E "^$MARKER CHECK OK" >/dev/null ||
 	die "guest A's root did not read back byte-exact across the reload: $(tr -d '\r' <"$RUN/serial-a.log" | grep -A20 "$MARKER CHECK" | head -20)"
@@ -257,4 +282,4 @@ tr -d '\r' <"$RUN/serial-b.log" | grep -E "^cmdline: .*root=overlay:nbd=$SERVER_
 	die "guest B's kernel command line does not name the $V2 export"
 log "guest B booted $V2 (total $((SECONDS - t0)) s)"
 ok=1
-log "passed: a running machine kept its root across a roll-forward, a new boot got the new build"
+log "passed: a running machine kept its root across a roll-forward and a binary upgrade, a new boot got the new build"
