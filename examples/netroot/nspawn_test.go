@@ -101,8 +101,7 @@ func TestSystemdKeepsClientsInNspawn(t *testing.T) {
 		s := strings.NewReplacer(
 			"/usr/local/bin/netroot", "/opt/netroot/bin/netroot",
 			"/var/lib/kiwi/out", "/opt/kis",
-			"/srv/tftpboot", "/opt/netroot/tftp",
-			"-server-ip 192.0.2.1", "-server-ip 127.0.0.1 -no-bootloader",
+			"-server-ip 192.0.2.1", "-server-ip 127.0.0.1 -allow-loopback -no-bootloader",
 			// Nothing in the container brings the network online: waiting for it takes
 			// two minutes.
 			"network-online.target", "network.target",
