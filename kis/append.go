@@ -5,55 +5,34 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/netroot/netroot/internal/cmdline"
 )
 
 // maxAppendSize bounds the .append file read; a kernel command line is at most a few KiB.
 const maxAppendSize = 64 << 10
 
 // ParseAppend splits the kernel options of a .append file the way the kernel splits its
-// command line: at white space outside double quotes. It returns the root= value KIWI put
-// there (root=UUID=... for the image's filesystem) separately from the other options, which
-// keep their quotes so that strings.Join(options, " ") is a valid command line again. A network
-// root replaces root=, so a boot entry should carry only options.
+// command line: at white space (space, tab, newline, vertical tab, form feed, carriage return)
+// outside double quotes. It returns the root= value KIWI put there (root=UUID=... for the
+// image's filesystem) separately from the other options, which keep their quotes so that
+// strings.Join(options, " ") is a valid command line again. A network root replaces root=, so a
+// boot entry should carry only options.
 func ParseAppend(s string) (root string, options []string, err error) {
-	var (
-		tok     strings.Builder
-		inQuote bool
-		inTok   bool
-	)
-	flush := func() {
-		if !inTok {
-			return
-		}
-		t := tok.String()
-		tok.Reset()
-		inTok = false
-		// The kernel also reads "root=x" (quote first) as root=x.
-		if v, ok := strings.CutPrefix(strings.TrimPrefix(t, `"`), "root="); ok {
-			root = strings.Trim(v, `"`)
-			return
-		}
-		options = append(options, t)
+	if strings.IndexByte(s, 0) >= 0 {
+		return "", nil, fmt.Errorf("kis: append options %q hold a NUL byte", clip(s))
 	}
-	for _, c := range s {
-		switch {
-		case c == '"':
-			inQuote = !inQuote
-			inTok = true
-			tok.WriteRune(c)
-		case !inQuote && (c == ' ' || c == '\t' || c == '\n' || c == '\r'):
-			flush()
-		case c == 0:
-			return "", nil, fmt.Errorf("kis: append options %q hold a NUL byte", clip(s))
-		default:
-			inTok = true
-			tok.WriteRune(c)
-		}
-	}
-	if inQuote {
+	if cmdline.Unterminated(s) {
 		return "", nil, fmt.Errorf("kis: append options %q have an unterminated quote", clip(s))
 	}
-	flush()
+	for _, f := range cmdline.Split(s) {
+		// The kernel also reads "root=x" (quote first) as root=x.
+		if a := cmdline.SplitArg(f); a.Key == "root" && a.HasValue {
+			root = a.Value
+			continue
+		}
+		options = append(options, f)
+	}
 	return root, options, nil
 }
 

@@ -26,6 +26,7 @@ func TestParseAppend(t *testing.T) {
 		{"quoted root", `"root=/dev/nbd0" x`, "/dev/nbd0", []string{"x"}},
 		{"not root", "rootflags=ro rootfstype=ext4", "", []string{"rootflags=ro", "rootfstype=ext4"}},
 		{"empty", "", "", nil},
+		{"vertical tab and form feed separate, as in the kernel", "quiet\vroot=/dev/nbd0\fsplash", "/dev/nbd0", []string{"quiet", "splash"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root, opts, err := kis.ParseAppend(tc.in)

@@ -10,6 +10,8 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/netroot/netroot/internal/atomicfile"
 )
 
 // Default places of kernel and initrd inside the TFTP root, as in KIWI's PXE documentation.
@@ -152,33 +154,14 @@ func stageFile(ctx context.Context, src, root, rel string, noLink bool) (StagedF
 		return StagedFile{}, fmt.Errorf("kis: %w", err)
 	}
 
-	if !noLink {
-		if tmp, err := tempName(dst); err == nil {
-			if os.Link(src, tmp) == nil {
-				if err := os.Rename(tmp, dst); err != nil {
-					os.Remove(tmp)
-					return StagedFile{}, fmt.Errorf("kis: %w", err)
-				}
-				sf.Method = Linked
-				return sf, nil
-			}
-		}
+	if !noLink && atomicfile.Link(src, dst) == nil {
+		sf.Method = Linked
+		return sf, nil
 	}
 	if sf.Method, err = cloneOrCopy(ctx, src, dst, sst); err != nil {
 		return StagedFile{}, err
 	}
 	return sf, nil
-}
-
-// tempName returns an unused name next to path for a temporary file.
-func tempName(path string) (string, error) {
-	f, err := createTemp(path)
-	if err != nil {
-		return "", err
-	}
-	name := f.Name()
-	f.Close()
-	return name, os.Remove(name)
 }
 
 // cloneOrCopy writes a reflink or a copy of src to dst through a temporary file.
@@ -188,36 +171,20 @@ func cloneOrCopy(ctx context.Context, src, dst string, sst os.FileInfo) (m Metho
 		return "", fmt.Errorf("kis: %w", err)
 	}
 	defer in.Close()
-	tmp, err := createTemp(dst)
+	tmp, err := atomicfile.Create(dst, 0o644)
 	if err != nil {
 		return "", fmt.Errorf("kis: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
+	defer tmp.Abort()
 	m = Reflinked
-	if reflink(tmp, in) != nil {
+	if reflink(tmp.File, in) != nil {
 		m = Copied
 		if _, err := io.Copy(tmp, &ctxReader{ctx: ctx, r: in}); err != nil {
 			return "", fmt.Errorf("kis: copying %s to %s: %w", src, dst, err)
 		}
 	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return "", fmt.Errorf("kis: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return "", fmt.Errorf("kis: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return "", fmt.Errorf("kis: %w", err)
-	}
-	if err := os.Chtimes(tmp.Name(), sst.ModTime(), sst.ModTime()); err != nil {
-		return "", fmt.Errorf("kis: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
+	tmp.SetModTime(sst.ModTime())
+	if err := tmp.Commit(); err != nil {
 		return "", fmt.Errorf("kis: %w", err)
 	}
 	return m, nil

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/netroot/netroot/internal/atomicfile"
 )
 
 // UnpackOptions configures Unpack. A nil *UnpackOptions means the zero value.
@@ -152,30 +154,9 @@ func writeStamp(raw string, c Checksum) error {
 	return writeAtomic(raw+stampSuffix, []byte(stamp(c, st)))
 }
 
-// createTemp creates a hidden temporary file next to path and named after it, to be renamed to
-// path once complete.
-func createTemp(path string) (*os.File, error) {
-	return os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-}
-
 // writeAtomic writes a small file through a temporary file and a rename.
 func writeAtomic(path string, data []byte) error {
-	f, err := createTemp(path)
-	if err != nil {
-		return fmt.Errorf("kis: %w", err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := atomicfile.WriteFile(path, data, 0o644); err != nil {
 		return fmt.Errorf("kis: %w", err)
 	}
 	return nil
@@ -211,18 +192,13 @@ func writeImage(raw string, r io.Reader, c Checksum, from string) (err error) {
 	if err := os.Remove(raw + stampSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("kis: %w", err)
 	}
-	tmp, err := createTemp(raw)
+	tmp, err := atomicfile.Create(raw, 0o644)
 	if err != nil {
 		return fmt.Errorf("kis: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
+	defer tmp.Abort()
 	h := md5.New()
-	sw := &sparseWriter{f: tmp}
+	sw := &sparseWriter{f: tmp.File}
 	n, err := io.CopyBuffer(io.MultiWriter(h, sw), r, make([]byte, 1<<20))
 	if err != nil {
 		return fmt.Errorf("kis: unpacking %s: %w", from, err)
@@ -233,16 +209,7 @@ func writeImage(raw string, r io.Reader, c Checksum, from string) (err error) {
 	if err := tmp.Truncate(n); err != nil {
 		return fmt.Errorf("kis: %w", err)
 	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("kis: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("kis: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("kis: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), raw); err != nil {
+	if err := tmp.Commit(); err != nil {
 		return fmt.Errorf("kis: %w", err)
 	}
 	return writeStamp(raw, c)
@@ -390,27 +357,15 @@ func writeStampIfMatches(ctx context.Context, raw string, c Checksum) error {
 
 // copyAtomic copies r into path through a temporary file and a rename.
 func copyAtomic(path string, r io.Reader) error {
-	tmp, err := createTemp(path)
+	tmp, err := atomicfile.Create(path, 0o644)
 	if err != nil {
 		return err
 	}
-	_, err = io.CopyBuffer(tmp, r, make([]byte, 1<<20))
-	if err == nil {
-		err = tmp.Chmod(0o644)
+	defer tmp.Abort()
+	if _, err := io.CopyBuffer(tmp, r, make([]byte, 1<<20)); err != nil {
+		return err
 	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-	}
-	return err
+	return tmp.Commit()
 }
 
 // extracted checks the bundle stamp: the bundle is unchanged and every file it listed is still

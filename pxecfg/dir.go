@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/netroot/netroot/internal/atomicfile"
 )
 
 // Format selects the files [WriteDir] writes.
@@ -122,8 +124,8 @@ func WriteDir(root string, c *Config, opts *DirOptions) ([]string, error) {
 	return written, nil
 }
 
-// writeFileAtomic writes data to root/name through a temporary file in the same folder and a
-// rename, which replaces the old file in one step.
+// writeFileAtomic writes data to root/name through a temporary file in the same folder, a
+// sync and a rename, which replaces the old file in one step.
 func writeFileAtomic(root, name string, data []byte, mode fs.FileMode) error {
 	if !filepath.IsLocal(filepath.FromSlash(name)) {
 		return fmt.Errorf("pxecfg: file name %q leaves the root", name)
@@ -133,38 +135,8 @@ func writeFileAtomic(root, name string, data []byte, mode fs.FileMode) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("pxecfg: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(dst)+".tmp-*")
-	if err != nil {
+	if err := atomicfile.WriteFile(dst, data, mode); err != nil {
 		return fmt.Errorf("pxecfg: %w", err)
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("pxecfg: writing %s: %w", dst, err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		return fmt.Errorf("pxecfg: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("pxecfg: syncing %s: %w", dst, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("pxecfg: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return fmt.Errorf("pxecfg: %w", err)
-	}
-	ok = true
-	// Make the rename itself durable; a folder that cannot be synced (some file systems) is
-	// not an error for the file's content.
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
 	}
 	return nil
 }

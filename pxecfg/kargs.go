@@ -3,54 +3,19 @@ package pxecfg
 import (
 	"fmt"
 	"strings"
+
+	"github.com/netroot/netroot/internal/cmdline"
 )
 
-// kernelArgs splits a kernel command line into its arguments by the kernel's rules (whitespace
-// separates, double quotes group) and removes the quotes the kernel removes, returning what the
-// kernel will see as each argument: `a="b c"` becomes `a=b c`.
-func kernelArgs(cmdline string) []string {
-	isSpace := func(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r' }
-	var out []string
-	i := 0
-	for {
-		for i < len(cmdline) && isSpace(cmdline[i]) {
-			i++
-		}
-		if i == len(cmdline) {
-			return out
-		}
-		start, inQuote := i, false
-		for ; i < len(cmdline) && (inQuote || !isSpace(cmdline[i])); i++ {
-			if cmdline[i] == '"' {
-				inQuote = !inQuote
-			}
-		}
-		out = append(out, unquoteArg(cmdline[start:i]))
+// kernelArgs splits a kernel command line into its arguments by the kernel's rules (white
+// space separates, double quotes group) and removes the quotes the kernel removes, returning
+// what the kernel will see as each argument: `a="b c"` becomes `a=b c`.
+func kernelArgs(line string) []string {
+	fields := cmdline.Split(line)
+	for i, f := range fields {
+		fields[i] = cmdline.Unquote(f)
 	}
-}
-
-// unquoteArg removes one pair of quotes around a value or a whole argument, as the kernel's
-// next_arg does.
-func unquoteArg(s string) string {
-	quoted := strings.HasPrefix(s, `"`)
-	if quoted {
-		s = s[1:]
-	}
-	key, val, ok := strings.Cut(s, "=")
-	strip := quoted
-	if ok && strings.HasPrefix(val, `"`) {
-		val, strip = val[1:], true
-	}
-	if ok {
-		if strip {
-			val = strings.TrimSuffix(val, `"`)
-		}
-		return key + "=" + val
-	}
-	if strip {
-		key = strings.TrimSuffix(key, `"`)
-	}
-	return key
+	return fields
 }
 
 // checkKernelArg rejects an argument that a loader passing arguments word by word (GRUB, iPXE)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/netroot/netroot/bootserver"
 	"github.com/netroot/netroot/kis"
 	"github.com/netroot/netroot/kis/kistest"
 	"github.com/netroot/netroot/nbd"
@@ -44,7 +45,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	}
 	image := kistest.Image(4<<20, 2026)
 	spec := kistest.Spec{
-		Name: "netroot-demo", Version: "1.0.0", Image: image,
+		Name: "netroot-demo", Arch: bootserver.HostArch(), Version: "1.0.0", Image: image,
 		Kernel: []byte("stand-in kernel: a real KIS build has a bzImage here\n"),
 		Initrd: []byte("stand-in initrd: a real KIS build has KIWI's dracut initrd with kiwi-overlay here\n"),
 		Append: "root=UUID=0d6a3a2c-demo rd.kiwi.install.pass.bootparam quiet",
@@ -61,7 +62,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		defer cancel()
 	}
 	c := &serveConfig{
-		kis:             kisFlags{dir: kisDir},
+		kis:             kisFlags{dirs: stringList{kisDir}},
 		stage:           stageFlags{tftpRoot: tftpRoot, kernel: kis.DefaultKernelPath, initrd: kis.DefaultInitrdPath},
 		pxe:             pxeFlags{label: "netroot", formats: "pxelinux,grub,ipxe"},
 		serverIP:        "127.0.0.1",

@@ -53,6 +53,14 @@ func (e *env) protoLog(proto string) *slog.Logger {
 	return slog.New(minLevel{l.Handler(), slog.LevelWarn})
 }
 
+// protoBase is protoLog without the proto attribute, for bootserver.Server.ProtocolLogger.
+func (e *env) protoBase() *slog.Logger {
+	if e.verbose {
+		return e.log
+	}
+	return slog.New(minLevel{e.log.Handler(), slog.LevelWarn})
+}
+
 // minLevel drops records below level.
 type minLevel struct {
 	slog.Handler

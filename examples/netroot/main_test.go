@@ -569,3 +569,92 @@ func TestStageAndPXECommands(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, string(out), "eth0")
 }
+
+func TestServeSIGHUPRollsForward(t *testing.T) {
+	kisDir, _, spec := fakeBuild(t, []byte("initrd"))
+	tftpRoot := t.TempDir()
+	p := start(t, serveArgs(kisDir, tftpRoot, "-no-bootloader", "-grace", "200ms")...)
+	p.waitLog(t, `msg=ready`)
+	const v1, v2 = "leap-diskless.x86_64-1.15.3", "leap-diskless.x86_64-1.15.4"
+	cfg, err := os.ReadFile(filepath.Join(tftpRoot, "pxelinux.cfg", "default"))
+	require.NoError(t, err)
+	assert.Contains(t, string(cfg), "nbd=127.0.0.1:"+v1)
+
+	spec.Version, spec.Image = "1.15.4", kistest.Image(1<<20, 43)
+	_, err = kistest.Write(kisDir, spec)
+	require.NoError(t, err)
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
+	p.waitLog(t, `msg="serving build" build=`+regexp.QuoteMeta(v2))
+	cfg, err = os.ReadFile(filepath.Join(tftpRoot, "pxelinux.cfg", "default"))
+	require.NoError(t, err)
+	assert.Contains(t, string(cfg), "nbd=127.0.0.1:"+v2, "new boots get the new build")
+	assert.Contains(t, string(cfg), "LINUX boot/"+v2+"/linux")
+	p.waitLog(t, `msg="build retired" build=`+regexp.QuoteMeta(v1))
+
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	assert.NoError(t, p.wait(t), "SIGHUP does not end the server")
+}
+
+func TestServeChoosesAmongImages(t *testing.T) {
+	kisDir := t.TempDir()
+	for _, s := range []kistest.Spec{
+		{Name: "leap", Version: "1.0.0"}, {Name: "leap", Version: "1.2.0"},
+		{Name: "leap", Arch: "aarch64", Version: "9.0.0"}, {Name: "tw", Version: "2.0.0"},
+	} {
+		_, err := kistest.Write(kisDir, s)
+		require.NoError(t, err)
+	}
+	args := func(extra ...string) []string {
+		return serveArgs(kisDir, t.TempDir(), append([]string{"-no-bootloader", "-arch", "x86_64"}, extra...)...)
+	}
+	// A second KIWI output folder: its images count too.
+	other := t.TempDir()
+	_, err := kistest.Write(other, kistest.Spec{Name: "sles", Version: "15.6.0"})
+	require.NoError(t, err)
+	out, err := exec.Command(binary, args("-kis", other)...).CombinedOutput()
+	require.Error(t, err)
+	assert.Contains(t, string(out), "several images for x86_64: leap, sles, tw")
+
+	for _, tc := range []struct{ name, want string }{
+		{"leap", "leap.x86_64-1.2.0"},              // newest of the name and arch, never aarch64's 9.0.0
+		{"leap.x86_64-1.0.0", "leap.x86_64-1.0.0"}, // the build ID inspect prints
+		{"sles", "sles.x86_64-15.6.0"},             // from the second folder
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := start(t, args("-kis", other, "-name", tc.name)...)
+			p.waitLog(t, `msg="serving build" build=`+regexp.QuoteMeta(tc.want))
+			p.waitLog(t, `msg=ready`)
+			require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+			assert.NoError(t, p.wait(t))
+		})
+	}
+}
+
+func TestServeMachinesFileAndForeignConfigs(t *testing.T) {
+	kisDir, _, _ := fakeBuild(t, []byte("initrd"))
+	tftpRoot := t.TempDir()
+	def := filepath.Join(tftpRoot, "pxelinux.cfg", "default")
+	require.NoError(t, os.MkdirAll(filepath.Dir(def), 0o755))
+	require.NoError(t, os.WriteFile(def, []byte("DEFAULT local\n"), 0o644))
+	machines := filepath.Join(t.TempDir(), "machines.toml")
+	require.NoError(t, os.WriteFile(machines, []byte("[[machine]]\nmac = \"52:54:00:12:34:56\"\nappend = \"console=ttyS1\"\n"), 0o644))
+	args := serveArgs(kisDir, tftpRoot, "-no-bootloader", "-machines", machines)
+
+	out, err := exec.Command(binary, args...).CombinedOutput()
+	require.Error(t, err, "%s", out)
+	assert.Contains(t, string(out), def+" was not written by netroot")
+
+	p := start(t, append(args, "-force")...)
+	p.waitLog(t, `msg=ready`)
+	for _, f := range []string{"pxelinux.cfg/01-52-54-00-12-34-56", "grub/grub.cfg-01-52-54-00-12-34-56", "boot-01-52-54-00-12-34-56.ipxe"} {
+		b, err := os.ReadFile(filepath.Join(tftpRoot, f))
+		require.NoError(t, err, f)
+		assert.Contains(t, string(b), "console=ttyS1", f)
+		assert.Contains(t, string(b), "# Written by netroot", f)
+	}
+	b, err := os.ReadFile(def)
+	require.NoError(t, err)
+	assert.Contains(t, string(b), "root=overlay:nbd=127.0.0.1:leap-diskless.x86_64-1.15.3", "-force replaced the foreign default")
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	assert.NoError(t, p.wait(t))
+}

@@ -7,83 +7,28 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"reflect"
-	"strings"
 	"time"
-	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/netroot/netroot/bootserver"
 )
-
-// statsCollector exports a server's counter snapshot (a struct of integer fields, as the
-// packages' Stats methods return) as Prometheus counters named netroot_<proto>_<field>_total.
-type statsCollector struct {
-	proto    string
-	snapshot func() any
-}
-
-func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	prometheus.DescribeByCollect(c, ch)
-}
-
-func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
-	v := reflect.ValueOf(c.snapshot())
-	for v.Kind() == reflect.Pointer {
-		v = v.Elem()
-	}
-	if v.Kind() != reflect.Struct {
-		return
-	}
-	for i := range v.NumField() {
-		f := v.Type().Field(i)
-		if !f.IsExported() {
-			continue
-		}
-		var val float64
-		switch fv := v.Field(i); fv.Kind() {
-		case reflect.Int, reflect.Int32, reflect.Int64:
-			val = float64(fv.Int())
-		case reflect.Uint, reflect.Uint32, reflect.Uint64:
-			val = float64(fv.Uint())
-		default:
-			continue
-		}
-		name := "netroot_" + c.proto + "_" + snake(f.Name)
-		typ := prometheus.CounterValue
-		if strings.HasPrefix(f.Name, "Active") || strings.HasSuffix(f.Name, "Active") {
-			typ = prometheus.GaugeValue
-		} else {
-			name += "_total"
-		}
-		desc := prometheus.NewDesc(name, fmt.Sprintf("%s: %s", c.proto, f.Name), nil, nil)
-		ch <- prometheus.MustNewConstMetric(desc, typ, val)
-	}
-}
-
-func snake(s string) string {
-	var b strings.Builder
-	for i, r := range s {
-		if unicode.IsUpper(r) {
-			if i > 0 && !unicode.IsUpper(rune(s[i-1])) {
-				b.WriteByte('_')
-			}
-			r = unicode.ToLower(r)
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
 
 // serveMetrics serves Prometheus text format on addr until ctx ends. sources maps a protocol
 // name ("tftp", "nbd", "aoe") to its server's Stats method.
 func serveMetrics(ctx context.Context, e *env, addr string, sources map[string]func() any) error {
 	reg := prometheus.NewRegistry()
 	for proto, fn := range sources {
-		if err := reg.Register(statsCollector{proto: proto, snapshot: fn}); err != nil {
+		if err := reg.Register(bootserver.StatsCollector(proto, fn)); err != nil {
 			return fmt.Errorf("metrics: %w", err)
 		}
 	}
+	return serveRegistry(ctx, e, addr, reg)
+}
+
+// serveRegistry serves reg's metrics on addr until ctx ends.
+func serveRegistry(ctx context.Context, e *env, addr string, reg *prometheus.Registry) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("-metrics-addr %q: %w", addr, err)

@@ -9,11 +9,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/netroot/netroot/bootserver"
 	"github.com/netroot/netroot/kis"
 	"github.com/netroot/netroot/overlaycmdline"
 	"github.com/netroot/netroot/pxecfg"
@@ -86,26 +88,7 @@ func (r *rootFlags) cmdline(extra string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return kernelCmdline(root, r.options(), nil, extra)
-}
-
-// kernelCmdline composes the kernel command line of a boot entry: KIWI's suggested options
-// (without its root=), then the overlay root and options, then the operator's extra options;
-// later arguments replace earlier ones with the same key.
-func kernelCmdline(root overlaycmdline.Root, opts overlaycmdline.Options, kiwiOptions []string, extra string) (string, error) {
-	c := overlaycmdline.Cmdline{Root: root, Options: opts}
-	if err := c.Validate(); err != nil {
-		return "", err
-	}
-	line := overlaycmdline.Append(strings.Join(kiwiOptions, " "), c.Args()...)
-	if extra != "" {
-		line = overlaycmdline.Append(line, overlaycmdline.Fields(extra)...)
-	}
-	// Check the result as the module will read it: extra options may not undo the root.
-	if _, err := overlaycmdline.Parse(line); err != nil {
-		return "", fmt.Errorf("kernel command line %q: %w", line, err)
-	}
-	return line, nil
+	return bootserver.KernelCmdline(root, r.options(), nil, extra)
 }
 
 func runCmdline(_ context.Context, e *env, args []string) error {
@@ -147,33 +130,40 @@ func runCmdline(_ context.Context, e *env, args []string) error {
 
 // kisFlags choose a build in a KIWI output directory.
 type kisFlags struct {
-	dir, name, cache string
-	noVerify         bool
+	dirs              stringList
+	name, arch, cache string
+	noVerify          bool
 }
 
 func (k *kisFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&k.dir, "kis", "", "KIWI output directory holding the KIS build (required)")
-	fs.StringVar(&k.name, "name", "", "image name to pick when the directory holds several (default: newest of any)")
+	fs.Var(&k.dirs, "kis", "KIWI output directory holding the KIS builds (required; serve takes several)")
+	fs.StringVar(&k.name, "name", "", "image to serve: an image name (its newest build) or a build ID NAME.ARCH-VERSION as inspect prints it; required when the directory holds several images")
+	fs.StringVar(&k.arch, "arch", bootserver.HostArch(), "architecture to pick builds for, as KIWI names it (x86_64, aarch64, ...)")
 	fs.StringVar(&k.cache, "cache-dir", "", "where to unpack compressed images and bundles (default: next to the build)")
 	fs.BoolVar(&k.noVerify, "no-verify", false, "skip the md5 check of the root image")
 }
 
 // load finds, verifies and unpacks the newest build: what serve and stage start with.
 func (k *kisFlags) load(ctx context.Context, e *env) (kis.Build, error) {
-	if k.dir == "" {
-		return kis.Build{}, usageError{errors.New("-kis DIR is required")}
+	if len(k.dirs) != 1 {
+		return kis.Build{}, usageError{errors.New("-kis DIR is required, once")}
 	}
-	builds, err := kis.Find(k.dir)
+	builds, err := kis.Find(k.dirs[0])
 	if len(builds) == 0 {
 		return kis.Build{}, err
 	}
 	if err != nil {
 		e.log.Warn("some builds are unusable", "err", err)
 	}
-	b, err := kis.Newest(builds, k.name)
+	var infos []bootserver.BuildInfo
+	for _, b := range builds {
+		infos = append(infos, bootserver.BuildInfo{ID: bootserver.BuildID{Name: b.Name, Arch: b.Arch, Version: b.Version}})
+	}
+	info, err := bootserver.Choose(infos, k.name, k.arch)
 	if err != nil {
 		return kis.Build{}, err
 	}
+	b := builds[slices.IndexFunc(builds, func(b kis.Build) bool { return b.ID() == info.ID.String() })]
 	e.log.Info("found KIS build", "build", b.ID(), "kernel_version", b.KernelVersion, "dir", b.Dir)
 	// Unpack checks the MD5 while it decompresses an .xz image (and remembers that it did), so
 	// only an image that was not decompressed needs reading again.
@@ -317,11 +307,34 @@ func (p *pxeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.serial, "pxelinux-serial", "", "pxelinux SERIAL directive, such as \"0 115200\"")
 	fs.StringVar(&p.formats, "formats", "pxelinux,grub,ipxe", "configs to write: pxelinux, grub, ipxe (comma-separated)")
 	fs.DurationVar(&p.timeout, "timeout", 0, "menu timeout (0: boot the entry at once)")
-	fs.Var(&p.macs, "mac", "write a per-client pxelinux file for this MAC instead of default (repeatable)")
+	fs.Var(&p.macs, "mac", "write per-client configs for this MAC (repeatable; pxe: pxelinux only, instead of default)")
 	fs.Var(&p.ips, "ip", "write a per-client pxelinux file for this IPv4 address or prefix (repeatable)")
 }
 
+// formatsAndClients returns the formats and the per-client (-ip) files serve writes; -mac
+// machines are handled as bootserver Machines.
+func (p *pxeFlags) formatsAndClients() (pxecfg.Format, []pxecfg.Client, error) {
+	opts, err := p.parse(false)
+	if err != nil {
+		return 0, nil, err
+	}
+	return opts.Formats, opts.Clients, nil
+}
+
 func (p *pxeFlags) dirOptions() (*pxecfg.DirOptions, error) {
+	opts, err := p.parse(true)
+	if err != nil {
+		return nil, err
+	}
+	if len(opts.Clients) > 0 {
+		// Per-client files exist only for pxelinux.
+		opts.Formats &= pxecfg.FormatPXELinux
+	}
+	return opts, nil
+}
+
+// parse reads -formats, -ip and (withMACs) -mac.
+func (p *pxeFlags) parse(withMACs bool) (*pxecfg.DirOptions, error) {
 	opts := &pxecfg.DirOptions{}
 	for _, f := range strings.Split(p.formats, ",") {
 		switch strings.TrimSpace(strings.ToLower(f)) {
@@ -337,6 +350,9 @@ func (p *pxeFlags) dirOptions() (*pxecfg.DirOptions, error) {
 		}
 	}
 	for _, m := range p.macs {
+		if !withMACs {
+			break
+		}
 		hw, err := net.ParseMAC(m)
 		if err != nil {
 			return nil, usageError{fmt.Errorf("-mac %q: %w", m, err)}
@@ -353,10 +369,6 @@ func (p *pxeFlags) dirOptions() (*pxecfg.DirOptions, error) {
 			return nil, usageError{fmt.Errorf("-ip %q: not an IPv4 address or prefix", s)}
 		}
 		opts.Clients = append(opts.Clients, c)
-	}
-	if len(opts.Clients) > 0 {
-		// Per-client files exist only for pxelinux.
-		opts.Formats &= pxecfg.FormatPXELinux
 	}
 	return opts, nil
 }

@@ -9,18 +9,18 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/netroot/netroot/aoe"
 	"github.com/netroot/netroot/backend"
-	"github.com/netroot/netroot/kis"
-	"github.com/netroot/netroot/nbd"
+	"github.com/netroot/netroot/bootserver"
 	"github.com/netroot/netroot/overlaycmdline"
-	"github.com/netroot/netroot/pxecfg"
-	"github.com/netroot/netroot/tftp"
 )
 
 // serveConfig is everything `netroot serve` (and the demo) needs.
@@ -34,7 +34,10 @@ type serveConfig struct {
 	tftpAddr        string
 	nbd             bool
 	nbdAddr         string
-	export          string
+	machines        string
+	force           bool
+	grace           time.Duration
+	watch           time.Duration
 	copyOnWrite     bool
 	cowDir          string
 	mmap            bool
@@ -64,7 +67,10 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.tftpAddr, "tftp-addr", ":69", "TFTP listen address (port 69 needs root or CAP_NET_BIND_SERVICE)")
 	fs.BoolVar(&c.nbd, "nbd", true, "serve the root image over NBD")
 	fs.StringVar(&c.nbdAddr, "nbd-addr", ":10809", "NBD listen address; kiwi-overlay clients always use port 10809")
-	fs.StringVar(&c.export, "export", "", "NBD export name (default: the build's NAME.ARCH-VERSION)")
+	fs.StringVar(&c.machines, "machines", "", "TOML file giving machines (by MAC or MAC prefix) their own image and kernel options")
+	fs.BoolVar(&c.force, "force", false, "overwrite boot configs that netroot did not write (they lack its marker line)")
+	fs.DurationVar(&c.grace, "grace", bootserver.DefaultGrace, "how long a replaced build stays after its last NBD client left (a rebooting machine still finds it)")
+	fs.DurationVar(&c.watch, "watch", 0, "look for new builds this often (0: only on SIGHUP)")
 	fs.BoolVar(&c.copyOnWrite, "copy-on-write", false, "give each NBD connection a private writable overlay (in memory unless -cow-dir); the image is never modified. AoE always exports read-only")
 	fs.StringVar(&c.cowDir, "cow-dir", "", "with -copy-on-write: keep each connection's overlay in a temporary file here instead of memory")
 	fs.BoolVar(&c.mmap, "mmap", false, "serve the root image through a memory mapping instead of pread")
@@ -167,157 +173,139 @@ func localAddress(ip netip.Addr) error {
 	return fmt.Errorf("-server-ip %s: no local interface has this address (local addresses: %s)", ip, strings.Join(have, ", "))
 }
 
-// serve runs the whole boot server until ctx ends. started, when not nil, is called once the
-// servers listen.
+// serve runs the whole boot server until ctx ends; SIGHUP rolls forward to new builds.
+// started, when not nil, is called once the servers listen.
 func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) error {
 	serverIP, err := c.check()
 	if err != nil {
 		return err
 	}
-	b, err := c.kis.load(ctx, e)
-	if err != nil {
-		return err
+	if len(c.kis.dirs) == 0 {
+		return usageError{errors.New("-kis DIR is required")}
 	}
-	st, err := c.stage.stage(ctx, e, b)
-	if err != nil {
-		return err
-	}
-	_, kiwiOptions, err := kis.ReadAppend(b)
-	if err != nil {
-		return err
-	}
-	export := c.export
-	if export == "" {
-		export = b.ID()
-	}
-
-	// Boot entries: one per served protocol, the default first.
-	var roots []overlaycmdline.Root
-	if c.nbd {
-		roots = append(roots, overlaycmdline.NBD(serverIP.String(), export))
-	}
-	if c.aoeIface != "" {
-		aoeRoot := overlaycmdline.AoE(uint16(c.aoeShelf), uint8(c.aoeSlot))
-		if c.defaultRoot == "aoe" {
-			roots = append([]overlaycmdline.Root{aoeRoot}, roots...)
-		} else {
-			roots = append(roots, aoeRoot)
+	var machines []bootserver.Machine
+	if c.machines != "" {
+		if machines, err = bootserver.LoadMachines(c.machines); err != nil {
+			return err
 		}
 	}
-	cfg := &pxecfg.Config{Serial: c.pxe.serial, Timeout: c.pxe.timeout}
-	for _, root := range roots {
-		line, err := kernelCmdline(root, c.root.options(), kiwiOptions, c.extraAppend)
+	for _, m := range c.pxe.macs {
+		hw, err := net.ParseMAC(m)
 		if err != nil {
-			return err
+			return usageError{fmt.Errorf("-mac %q: %w", m, err)}
 		}
-		label := c.pxe.label + "-" + root.Kind.String()
-		entry := pxecfg.NetbootEntry(label, st.Kernel.Path, []string{st.Initrd.Path}, line)
-		entry.MenuLabel = fmt.Sprintf("%s over %s", b.ID(), strings.ToUpper(root.Kind.String()))
-		cfg.Entries = append(cfg.Entries, entry)
+		machines = append(machines, bootserver.Machine{MAC: hw})
 	}
-	cfg.Default = cfg.Entries[0].Label
-	if !c.noBootloader {
-		if err := installBootloaders(e, c.stage.tftpRoot, c.sysroot, cfg, !c.demo); err != nil {
-			return err
-		}
-	}
-	dirOpts, err := c.pxe.dirOptions()
+	formats, clients, err := c.pxe.formatsAndClients()
 	if err != nil {
 		return err
 	}
-	if err := writeConfigs(e, c.stage.tftpRoot, cfg, dirOpts); err != nil {
-		return err
-	}
-
-	dev, err := openImage(b.Image, c.mmap)
-	if err != nil {
-		return err
-	}
-	defer closeQuietly(dev)
-
 	act := socketActivation(e)
-	g := &group{}
-	run := &running{export: export}
-	stats := map[string]func() any{}
-
-	// TFTP
-	tsrv := &tftp.Server{
-		// GRUB asks for "/boot/linux": names are relative to the TFTP root, as with
-		// tftpd-hpa --secure.
-		Handler:        tftp.NewFileServer(c.stage.tftpRoot, &tftp.FileServerConfig{Remap: tftp.SlashPath}),
-		Logger:         e.protoLog("tftp"),
-		OnTransferDone: logTFTPTransfer(e),
+	srv := &bootserver.Server{
+		Source: &bootserver.KISSource{
+			Dirs: c.kis.dirs, CacheDir: c.kis.cache, NoVerify: c.kis.noVerify, Mmap: c.mmap,
+			Progress: progressFor(e), Logger: e.log,
+		},
+		Image:        c.kis.name,
+		Arch:         c.kis.arch,
+		Machines:     machines,
+		TFTPRoot:     c.stage.tftpRoot,
+		ServerIP:     serverIP,
+		TFTPAddr:     c.tftpAddr,
+		DisableNBD:   !c.nbd,
+		NBDAddr:      c.nbdAddr,
+		CopyOnWrite:  c.copyOnWrite,
+		OverlayDir:   c.cowDir,
+		AoEInterface: c.aoeIface,
+		AoEShelf:     uint16(c.aoeShelf),
+		AoESlot:      uint8(c.aoeSlot),
+		AoEAnnounce:  c.aoeAnnounce,
+		Boot: bootserver.BootOptions{
+			Label: c.pxe.label, Serial: c.pxe.serial, Timeout: c.pxe.timeout, Formats: formats,
+			Overlay: c.root.options(), Append: c.extraAppend, Clients: clients,
+			Kernel: c.stage.kernel, Initrd: c.stage.initrd,
+			Bootloader: !c.noBootloader, BootloaderSysroot: c.sysroot, RequireBootloader: !c.demo,
+		},
+		Force:           c.force,
+		Grace:           c.grace,
+		WatchInterval:   c.watch,
+		ShutdownTimeout: c.shutdownTimeout,
+		Listeners:       bootserver.Listeners{NBD: act.listener("nbd"), TFTP: act.packetConn("tftp")},
+		Logger:          e.log,
+		ProtocolLogger:  e.protoBase(),
 	}
-	pc := act.packetConn("tftp")
-	if pc == nil {
-		if pc, err = net.ListenPacket("udp", c.tftpAddr); err != nil {
-			return privilegeHint("-tftp-addr "+c.tftpAddr, err, "CAP_NET_BIND_SERVICE")
-		}
+	if c.defaultRoot == "aoe" {
+		srv.DefaultRoot = overlaycmdline.KindAoE
 	}
-	run.tftpAddr = pc.LocalAddr().String()
-	e.log.Info("tftp listening", "addr", run.tftpAddr, "root", c.stage.tftpRoot)
-	g.add("tftp", func() error { return tsrv.Serve(pc) }, tsrv.Shutdown, tsrv.Close, tftp.ErrServerClosed)
-	stats["tftp"] = func() any { return tsrv.Stats() }
-
-	// NBD
-	if c.nbd {
-		ex := &nbd.Export{Name: export, Description: b.ID() + " root image (KIWI KIS)", Device: dev}
-		if c.copyOnWrite {
-			ex.CopyOnWrite, ex.NewOverlay = nbd.CopyOnWritePerConnection, overlayIn(c.cowDir)
-		}
-		set, err := nbd.NewExportSet(ex)
-		if err != nil {
+	if c.metricsAddr != "" {
+		reg := prometheus.NewRegistry()
+		if err := serveRegistry(ctx, e, c.metricsAddr, reg); err != nil {
 			return err
 		}
-		nsrv := &nbd.Server{
-			Exports:  set,
-			Logger:   e.protoLog("nbd"),
-			OnAttach: logNBDAttach(e),
+		srv.Registerer = reg
+	}
+	srv.OnEvent = func(ev bootserver.Event) {
+		if ev.Kind != bootserver.Ready {
+			return
 		}
-		ln := act.listener("nbd")
-		if ln == nil {
-			if ln, err = net.Listen("tcp", c.nbdAddr); err != nil {
-				g.closeAll()
-				return privilegeHint("-nbd-addr "+c.nbdAddr, err, "CAP_NET_BIND_SERVICE")
+		notifyReady(e)
+		if started != nil {
+			st := srv.State()
+			l := srv.ActiveListeners()
+			r := &running{tftpAddr: l.TFTP.LocalAddr().String(), export: st.Default.String()}
+			if l.NBD != nil {
+				r.nbdAddr = l.NBD.Addr().String()
+			}
+			go started(r)
+		}
+	}
+
+	// SIGHUP (systemctl reload) rolls forward to new builds.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				e.log.Info("SIGHUP: looking for new builds")
+				if err := srv.Reload(ctx); err != nil {
+					e.log.Error("reload", "err", err)
+				}
 			}
 		}
-		run.nbdAddr = ln.Addr().String()
-		e.log.Info("nbd listening", "addr", run.nbdAddr, "export", export, "size", dev.Size(), "copy_on_write", c.copyOnWrite)
-		g.add("nbd", func() error { return nsrv.Serve(ln) }, nsrv.Shutdown, nsrv.Close, nbd.ErrServerClosed)
-		stats["nbd"] = func() any { return nsrv.Stats() }
+	}()
+	stopping := context.AfterFunc(ctx, notifyStopping)
+	defer stopping()
+	err = srv.Run(ctx)
+	var le *bootserver.ListenError
+	if errors.As(err, &le) {
+		flagName := map[string]string{"tftp": "-tftp-addr ", "nbd": "-nbd-addr ", "aoe": "-aoe-iface "}[le.Proto]
+		capability := "CAP_NET_BIND_SERVICE"
+		if le.Proto == "aoe" {
+			capability = "CAP_NET_RAW"
+		}
+		return privilegeHint(flagName+le.Addr, le.Err, capability)
 	}
+	return err
+}
 
-	// AoE
-	if c.aoeIface != "" {
-		conn, err := aoe.Listen(c.aoeIface)
-		if err != nil {
-			g.closeAll()
-			return privilegeHint("-aoe-iface "+c.aoeIface, err, "CAP_NET_RAW")
+// progressFor returns the KISSource progress callback: a bar or log lines per build and step.
+func progressFor(e *env) func(bootserver.BuildID, string, int64, int64) {
+	var mu sync.Mutex
+	bars := map[string]*progress{}
+	return func(id bootserver.BuildID, step string, done, total int64) {
+		mu.Lock()
+		p := bars[id.String()+step]
+		if p == nil {
+			p = newProgress(e, step)
+			bars[id.String()+step] = p
 		}
-		d := &aoe.Device{Shelf: uint16(c.aoeShelf), Slot: uint8(c.aoeSlot), Backend: dev, ReadOnly: true}
-		tgt := &aoe.Target{
-			Devices:          []*aoe.Device{d},
-			Logger:           e.protoLog("aoe"),
-			AnnounceInterval: c.aoeAnnounce,
-			OnDiscover:       logAoEDiscover(e),
-		}
-		e.log.Info("aoe serving", "iface", c.aoeIface, "device", aoeName(uint16(c.aoeShelf), uint8(c.aoeSlot)), "mac", conn.HardwareAddr().String(), "size", dev.Size())
-		g.add("aoe", func() error { return tgt.Serve(conn) }, tgt.Shutdown, tgt.Close, aoe.ErrServerClosed)
-		stats["aoe"] = func() any { return tgt.Stats() }
+		mu.Unlock()
+		p.update(done, total)
 	}
-
-	if c.metricsAddr != "" {
-		if err := serveMetrics(ctx, e, c.metricsAddr, stats); err != nil {
-			g.closeAll()
-			return err
-		}
-	}
-	if started != nil {
-		started(run)
-	}
-	notifyReady(e)
-	e.log.Info("ready", "build", b.ID(), "default_entry", cfg.Default)
-	return g.wait(ctx, e, c.shutdownTimeout)
 }
 
 // overlayIn returns overlays kept in temporary files in dir, or nil (memory) for "".
@@ -328,14 +316,6 @@ func overlayIn(dir string) func(backend.Device) (backend.Device, error) {
 	return func(base backend.Device) (backend.Device, error) {
 		return backend.NewCopyOnWrite(base, nil, &backend.CopyOnWriteOptions{TempDir: dir})
 	}
-}
-
-// openImage opens the raw root image read-only.
-func openImage(p string, mmap bool) (backend.Device, error) {
-	if mmap {
-		return backend.OpenMmap(p, &backend.MmapOptions{ReadOnly: true})
-	}
-	return backend.OpenFile(p, &backend.FileOptions{ReadOnly: true})
 }
 
 func closeQuietly(v any) {
@@ -350,76 +330,4 @@ func privilegeHint(what string, err error, capability string) error {
 		return fmt.Errorf("%s: %w (run as root or grant %s, e.g. setcap %s=ep on the binary or AmbientCapabilities= in its unit)", what, err, capability, strings.ToLower(capability))
 	}
 	return fmt.Errorf("%s: %w", what, err)
-}
-
-// group runs servers and shuts them all down together.
-type group struct {
-	mu      sync.Mutex
-	servers []*member
-	errc    chan error
-}
-
-type member struct {
-	name     string
-	shutdown func(context.Context) error
-	close    func() error
-}
-
-func (g *group) add(name string, serve func() error, shutdown func(context.Context) error, closeNow func() error, closed error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.errc == nil {
-		g.errc = make(chan error, 8)
-	}
-	g.servers = append(g.servers, &member{name: name, shutdown: shutdown, close: closeNow})
-	go func() {
-		err := serve()
-		if errors.Is(err, closed) {
-			err = nil
-		} else if err != nil {
-			err = fmt.Errorf("%s server: %w", name, err)
-		}
-		g.errc <- err
-	}()
-}
-
-func (g *group) closeAll() {
-	for _, m := range g.servers {
-		_ = m.close()
-	}
-}
-
-// wait returns when ctx ends (then shuts every server down gracefully) or when one server
-// fails (then stops the others).
-func (g *group) wait(ctx context.Context, e *env, timeout time.Duration) error {
-	var first error
-	select {
-	case <-ctx.Done():
-		e.log.Info("shutting down: letting running transfers finish", "timeout", timeout)
-	case first = <-g.errc:
-		e.log.Error("server stopped", "err", first)
-		g.errc <- nil // counted below with the others
-	}
-	notifyStopping()
-	sctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	var wg sync.WaitGroup
-	for _, m := range g.servers {
-		wg.Go(func() {
-			if err := m.shutdown(sctx); err != nil {
-				e.log.Warn("forced shutdown", "server", m.name, "err", err)
-				_ = m.close()
-			}
-		})
-	}
-	wg.Wait()
-	for range g.servers {
-		if err := <-g.errc; err != nil && first == nil {
-			first = err
-		}
-	}
-	if first == nil {
-		e.log.Info("stopped")
-	}
-	return first
 }
