@@ -453,6 +453,10 @@ func (s *Server) sweep(final bool) {
 	now := time.Now()
 	var gone []*build
 	s.mu.Lock()
+	if s.upgrade.noRetire && !final {
+		s.mu.Unlock()
+		return
+	}
 	for id, b := range s.builds {
 		if !final && (b.current || b.clients > 0 || now.Sub(b.idleSince) < s.grace() || now.Sub(b.lastLeft) < s.grace() ||
 			b.export != nil && now.Sub(s.exports.lookedUp(b.export.Name)) < s.grace()) {

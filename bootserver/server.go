@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/netroot/netroot/aoe"
+	"github.com/netroot/netroot/handoff"
 	"github.com/netroot/netroot/nbd"
 	"github.com/netroot/netroot/overlaycmdline"
 	"github.com/netroot/netroot/pxecfg"
@@ -106,6 +107,10 @@ type Server struct {
 	Listeners Listeners
 	// Services are more protocol servers run in the group (proxyDHCP, HTTP).
 	Services []Service
+	// Inherited, when set, is what the process this one replaces passed (handoff.Inherit): Run
+	// serves its "tftp" and "nbd" sockets where Listeners leaves them nil, and takes over the NBD
+	// connections it hands over once the servers run. See Upgrade.
+	Inherited *handoff.Inherited
 
 	// Logger receives one line per boot-relevant event; nil means silent.
 	Logger *slog.Logger
@@ -136,6 +141,7 @@ type Server struct {
 	nbd         *nbd.Server
 	aoe         *aoeRunner
 	active      Listeners
+	upgrade     upgradeState // see upgrade.go
 	dynamic     *dynamicConfigs
 	collectors  []prometheus.Collector
 }
@@ -299,6 +305,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	}
 	g := &group{log: s.log()}
 	defer g.closeAll()
+	s.useInherited()
 	if err := s.startServers(g); err != nil {
 		return err
 	}
@@ -313,6 +320,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		g.add(svc.Name(), svc.Serve, svc.Shutdown, svc.Close)
 	}
 	served = true
+	if err := s.takeOver(ctx); err != nil {
+		s.log().Error("upgrade: taking over connections", "err", err)
+	}
 	s.log().Info("ready", "builds", s.currentIDs())
 	s.emit(Event{Kind: Ready})
 
@@ -485,7 +495,9 @@ func (s *Server) startServers(g *group) error {
 		s.nbd, s.active.NBD = nsrv, ln
 		s.mu.Unlock()
 		s.log().Info("nbd listening", "addr", ln.Addr().String(), "exports", s.exports.names())
-		g.add("nbd", func(context.Context) error { return ignore(nsrv.Serve(ln), nbd.ErrServerClosed) }, nsrv.Shutdown, nsrv.Close)
+		g.add("nbd", func(context.Context) error { return s.nbdServed(ignore(nsrv.Serve(ln), nbd.ErrServerClosed)) },
+			func(ctx context.Context) error { s.endHandover(); return nsrv.Shutdown(ctx) },
+			func() error { s.endHandover(); return nsrv.Close() })
 	}
 
 	// AoE

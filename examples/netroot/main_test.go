@@ -482,7 +482,7 @@ func TestSystemdSocketActivationAndNotify(t *testing.T) {
 	out, err := exec.Command(nbdinfo, "--size", "nbd://"+nbdAddr+"/leap-diskless.x86_64-1.15.3").CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	assert.Equal(t, fmt.Sprint(len(image)), strings.TrimSpace(string(out)))
-	p.waitLog(t, `msg="using sockets from systemd" stream=1`)
+	p.waitLog(t, `msg="using inherited sockets" from=systemd names=nbd`)
 	p.waitLog(t, `msg="nbd listening" addr=`+regexp.QuoteMeta(nbdAddr))
 
 	require.NoError(t, notify.SetReadDeadline(time.Now().Add(30*time.Second)))

@@ -24,15 +24,16 @@ func serveMetrics(ctx context.Context, e *env, addr string, sources map[string]f
 			return fmt.Errorf("metrics: %w", err)
 		}
 	}
-	return serveRegistry(ctx, e, addr, reg)
-}
-
-// serveRegistry serves reg's metrics on addr until ctx ends.
-func serveRegistry(ctx context.Context, e *env, addr string, reg *prometheus.Registry) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("-metrics-addr %q: %w", addr, err)
 	}
+	serveRegistry(ctx, e, ln, reg)
+	return nil
+}
+
+// serveRegistry serves reg's metrics on ln until ctx ends.
+func serveRegistry(ctx context.Context, e *env, ln net.Listener, reg *prometheus.Registry) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -48,5 +49,4 @@ func serveRegistry(ctx context.Context, e *env, addr string, reg *prometheus.Reg
 			e.log.Error("metrics server", slog.Any("err", err))
 		}
 	}()
-	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/netroot/netroot/aoe"
 	"github.com/netroot/netroot/backend"
 	"github.com/netroot/netroot/bootserver"
+	"github.com/netroot/netroot/handoff"
 	"github.com/netroot/netroot/overlaycmdline"
 )
 
@@ -200,7 +201,19 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	if err != nil {
 		return err
 	}
-	act := socketActivation(e)
+	// Sockets (and NBD connections) from the process this one replaces (SIGUSR2), or from
+	// systemd (socket units, the file descriptor store).
+	inh, err := handoff.Inherit()
+	if err != nil {
+		return err
+	}
+	if inh != nil {
+		from := "the process this one replaces"
+		if inh.FromSystemd() {
+			from = "systemd"
+		}
+		e.log.Info("using inherited sockets", "from", from, "names", strings.Join(inh.Names(), ","))
+	}
 	srv := &bootserver.Server{
 		Source: &bootserver.KISSource{
 			Dirs: c.kis.dirs, CacheDir: c.kis.cache, NoVerify: c.kis.noVerify, Mmap: c.mmap,
@@ -230,19 +243,23 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 		Grace:           c.grace,
 		WatchInterval:   c.watch,
 		ShutdownTimeout: c.shutdownTimeout,
-		Listeners:       bootserver.Listeners{NBD: act.listener("nbd"), TFTP: act.packetConn("tftp")},
+		Inherited:       inh,
 		Logger:          e.log,
 		ProtocolLogger:  e.protoBase(),
 	}
 	if c.defaultRoot == "aoe" {
 		srv.DefaultRoot = overlaycmdline.KindAoE
 	}
+	passOn := map[string]net.Listener{} // more listeners an upgrade hands over
 	if c.metricsAddr != "" {
-		reg := prometheus.NewRegistry()
-		if err := serveRegistry(ctx, e, c.metricsAddr, reg); err != nil {
-			return err
+		ln, err := inheritedListener(inh, fileMetrics, c.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("-metrics-addr %q: %w", c.metricsAddr, err)
 		}
+		reg := prometheus.NewRegistry()
+		serveRegistry(ctx, e, ln, reg)
 		srv.Registerer = reg
+		passOn[fileMetrics] = ln
 	}
 	srv.OnEvent = func(ev bootserver.Event) {
 		if ev.Kind != bootserver.Ready {
@@ -279,7 +296,8 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	}()
 	stopping := context.AfterFunc(ctx, notifyStopping)
 	defer stopping()
-	err = srv.Run(ctx)
+	// SIGUSR2 upgrades the binary; see runUpgradable.
+	err = runUpgradable(ctx, e, srv, func() []handoff.File { return listenerFiles(e, passOn) })
 	var le *bootserver.ListenError
 	if errors.As(err, &le) {
 		flagName := map[string]string{"tftp": "-tftp-addr ", "nbd": "-nbd-addr ", "aoe": "-aoe-iface "}[le.Proto]
