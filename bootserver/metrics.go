@@ -110,6 +110,9 @@ func (s *Server) register() error {
 	if s.aoe != nil {
 		cs = append(cs, StatsCollector("aoe", func() any { return s.aoe.stats() }))
 	}
+	if c, ok := s.Source.(prometheus.Collector); ok { // StoreSource's chunk cache
+		cs = append(cs, c)
+	}
 	for i, c := range cs {
 		if err := s.Registerer.Register(c); err != nil {
 			for _, d := range cs[:i] {

@@ -32,6 +32,7 @@ var commands = []command{
 	{"pxe", "write pxelinux (and GRUB/iPXE) configs for a network root", runPXE},
 	{"cmdline", "print and validate a kiwi-overlay kernel command line", runCmdline},
 	{"inspect", "show the KIS builds in a directory: versions, files, sizes, md5 status", runInspect},
+	{"image", "publish KIS builds to S3-compatible storage: push, promote, list, gc", runImage},
 	{"demo", "the demo that runs when netroot is given no arguments", runDemo},
 }
 

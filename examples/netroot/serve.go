@@ -27,6 +27,7 @@ import (
 // serveConfig is everything `netroot serve` (and the demo) needs.
 type serveConfig struct {
 	kis   kisFlags
+	store storeServeFlags // -store: serve from S3-compatible storage instead of -kis (image.go)
 	stage stageFlags
 	root  rootFlags
 	pxe   pxeFlags
@@ -61,6 +62,7 @@ type serveConfig struct {
 
 func (c *serveConfig) register(fs *flag.FlagSet) {
 	c.kis.register(fs)
+	c.store.register(fs)
 	c.stage.register(fs, "/srv/tftpboot")
 	c.root.register(fs, false)
 	c.pxe.register(fs)
@@ -181,8 +183,8 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	if err != nil {
 		return err
 	}
-	if len(c.kis.dirs) == 0 {
-		return usageError{errors.New("-kis DIR is required")}
+	if len(c.kis.dirs) == 0 && c.store.url == "" {
+		return usageError{errors.New("-kis DIR is required (or -store s3://BUCKET/PREFIX)")}
 	}
 	var machines []bootserver.Machine
 	if c.machines != "" {
@@ -246,6 +248,9 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 		Inherited:       inh,
 		Logger:          e.log,
 		ProtocolLogger:  e.protoBase(),
+	}
+	if err := c.store.apply(e, srv, strings.Join(c.kis.dirs, ",")); err != nil {
+		return err
 	}
 	if c.defaultRoot == "aoe" {
 		srv.DefaultRoot = overlaycmdline.KindAoE
