@@ -6,7 +6,7 @@ STATICCHECK   ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME      ?= 3s
 TESTTIMEOUT   ?= 30m
 
-.PHONY: check peers fmt vet staticcheck test fuzz e2e demo bench
+.PHONY: check peers fmt vet staticcheck test fuzz e2e e2e-extra demo bench
 
 check: peers fmt vet staticcheck test fuzz
 
@@ -35,6 +35,14 @@ fuzz:
 # The qemu network-boot test (root; builds and caches a guest kernel and initrd).
 e2e:
 	bash e2e/run.sh
+
+# More qemu boots through `netroot serve` (root): a roll-forward (SIGHUP) and binary upgrade
+# (SIGUSR2) under a running guest, and a boot from a replica whose only storage is a throw-away
+# Ceph RGW. Each takes the e2e lock so that it never shares the CPU with another qemu boot.
+E2E_LOCK ?= flock /tmp/netroot-e2e.lock
+e2e-extra:
+	$(E2E_LOCK) bash e2e/rollforward.sh
+	$(E2E_LOCK) bash e2e/replica.sh
 
 demo:
 	$(GO) run ./examples/netroot
