@@ -291,6 +291,7 @@ if [[ $E2E_UPGRADE == 1 ]]; then
 	handed=$(grep 'msg="upgrade: handed over; stopping"' "$RUN/netroot.log" | tail -1)
 	SERVING_PID=$(grep -oE 'new_pid=[0-9]+' <<<"$handed" | cut -d= -f2)
 	[[ -n $SERVING_PID && $SERVING_PID != "$NETROOT_PID" ]] || die "no new PID in: $handed"
+	PIDS+=("$SERVING_PID") # not our child, but stop_all signals it
 	grep -E 'nbd_connections=1( |$)' <<<"$handed" >/dev/null || die "the old process did not hand over guest A's NBD connection: $handed"
 	for ((i = 0; i < 300; i++)); do
 		running "$NETROOT_PID" || break
