@@ -337,4 +337,4 @@ serial_ok b || die "guest B saw errors on its root device"
 running "$SERVING_PID" || die "netroot (PID $SERVING_PID) is no longer running"
 log "guest B booted $V2 in $((SECONDS - t_b)) s (total $((SECONDS - t0)) s)"
 ok=1
-log "passed: a running machine kept its root across a roll-forward, a new boot got the new build"
+log "passed: a running machine kept its root across a roll-forward$([[ $E2E_UPGRADE == 1 ]] && echo " and a binary upgrade"), a new boot got the new build (script total $SECONDS s)"
