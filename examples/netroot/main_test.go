@@ -570,8 +570,20 @@ func TestStageAndPXECommands(t *testing.T) {
 	assert.Contains(t, string(out), "eth0")
 }
 
+// smallBuild writes a small uncompressed build of leap-diskless (cheaper than fakeBuild's
+// compressed one: the xz encoder is slow on a loaded machine).
+func smallBuild(t *testing.T, dir, version string, seed uint64) kistest.Spec {
+	t.Helper()
+	spec := kistest.Spec{Name: "leap-diskless", Version: version, Image: kistest.Image(256<<10, seed),
+		Append: "root=UUID=4b3c6f27-0000 rd.kiwi.custom=1 quiet"}
+	_, err := kistest.Write(dir, spec)
+	require.NoError(t, err)
+	return spec
+}
+
 func TestServeSIGHUPRollsForward(t *testing.T) {
-	kisDir, _, spec := fakeBuild(t, []byte("initrd"))
+	kisDir := t.TempDir()
+	smallBuild(t, kisDir, "1.15.3", 42)
 	tftpRoot := t.TempDir()
 	p := start(t, serveArgs(kisDir, tftpRoot, "-no-bootloader", "-grace", "200ms")...)
 	p.waitLog(t, `msg=ready`)
@@ -580,9 +592,7 @@ func TestServeSIGHUPRollsForward(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, string(cfg), "nbd=127.0.0.1:"+v1)
 
-	spec.Version, spec.Image = "1.15.4", kistest.Image(1<<20, 43)
-	_, err = kistest.Write(kisDir, spec)
-	require.NoError(t, err)
+	smallBuild(t, kisDir, "1.15.4", 43)
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
 	p.waitLog(t, `msg="serving build" build=`+regexp.QuoteMeta(v2))
 	cfg, err = os.ReadFile(filepath.Join(tftpRoot, "pxelinux.cfg", "default"))
@@ -631,7 +641,8 @@ func TestServeChoosesAmongImages(t *testing.T) {
 }
 
 func TestServeMachinesFileAndForeignConfigs(t *testing.T) {
-	kisDir, _, _ := fakeBuild(t, []byte("initrd"))
+	kisDir := t.TempDir()
+	smallBuild(t, kisDir, "1.15.3", 42)
 	tftpRoot := t.TempDir()
 	def := filepath.Join(tftpRoot, "pxelinux.cfg", "default")
 	require.NoError(t, os.MkdirAll(filepath.Dir(def), 0o755))
