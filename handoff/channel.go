@@ -154,11 +154,8 @@ func (ch *channel) recv(deadline time.Time) (message, []File, error) {
 	case flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0:
 		return fail(fmt.Errorf("handoff: receive: message truncated (%d bytes, %d descriptors)", n, len(fds)))
 	}
-	if err := json.Unmarshal(buf[:n], &m); err != nil {
-		return fail(fmt.Errorf("handoff: bad message: %w", err))
-	}
-	if len(m.Names) != len(files) || (m.States != nil && len(m.States) != len(files)) {
-		return fail(fmt.Errorf("handoff: %s message names %d descriptors and carries %d", m.Type, len(m.Names), len(files)))
+	if m, err = decodeMessage(buf[:n], len(files)); err != nil {
+		return fail(err)
 	}
 	for i := range files {
 		files[i].Name = m.Names[i]
@@ -167,6 +164,18 @@ func (ch *channel) recv(deadline time.Time) (message, []File, error) {
 		}
 	}
 	return m, files, nil
+}
+
+// decodeMessage parses a message header that came with nfiles descriptors.
+func decodeMessage(b []byte, nfiles int) (message, error) {
+	var m message
+	if err := json.Unmarshal(b, &m); err != nil {
+		return message{}, fmt.Errorf("handoff: bad message: %w", err)
+	}
+	if len(m.Names) != nfiles || (m.States != nil && len(m.States) != nfiles) {
+		return message{}, fmt.Errorf("handoff: %s message names %d descriptors and carries %d", m.Type, len(m.Names), nfiles)
+	}
+	return m, nil
 }
 
 // expect receives one message of type want.

@@ -296,21 +296,38 @@ func TestUpgradeKeepsConnection(t *testing.T) {
 	}
 	assert.NotEqual(t, oldPID, newPID, "the last lines are answered by the new process")
 
-	// The new server exits when its client hangs up.
+	// A process started by an upgrade upgrades in turn.
+	require.NoError(t, syscall.Kill(newPID, syscall.SIGUSR2))
+	_, err = c.Write([]byte("j\n"))
+	require.NoError(t, err)
+	waitExit(t, newPID, "the second server after SIGUSR2")
+	_, err = c.Write([]byte("k\n"))
+	require.NoError(t, err)
+	expect(10)
+	thirdPID := expect(11)
+	assert.NotContains(t, []int{oldPID, newPID}, thirdPID, "a third process answers")
+
+	// The last server exits when its client hangs up.
 	require.NoError(t, c.Close())
+	waitExit(t, thirdPID, "the third server after its client left")
+}
+
+// waitExit waits for pid, a child of this process (it is a subreaper), to exit with status 0.
+func waitExit(t *testing.T, pid int, who string) {
+	t.Helper()
 	var ws unix.WaitStatus
 	done := make(chan error, 1)
 	go func() {
-		_, err := unix.Wait4(newPID, &ws, 0, nil)
+		_, err := unix.Wait4(pid, &ws, 0, nil)
 		done <- err
 	}()
 	select {
 	case err := <-done:
 		require.NoError(t, err)
-		assert.True(t, ws.Exited() && ws.ExitStatus() == 0, "new server: %v", ws)
+		assert.True(t, ws.Exited() && ws.ExitStatus() == 0, "%s: %v", who, ws)
 	case <-time.After(30 * time.Second):
-		_ = syscall.Kill(newPID, syscall.SIGKILL)
-		t.Fatal("the new server did not exit after its client left")
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		t.Fatalf("%s did not exit", who)
 	}
 }
 

@@ -172,7 +172,7 @@ func fromSystemd() (*Inherited, error) {
 		if err == nil {
 			var b []byte
 			if b, err = io.ReadAll(io.LimitReader(state, 64<<20)); err == nil {
-				err = json.Unmarshal(b, &stored)
+				stored, err = parseStored(b)
 			}
 		}
 		_ = state.Close()
@@ -199,6 +199,15 @@ func fromSystemd() (*Inherited, error) {
 		_ = f.Close()
 	}
 	return h, nil
+}
+
+// parseStored parses the state memfd's contents.
+func parseStored(b []byte) ([]storedConn, error) {
+	var stored []storedConn
+	if err := json.Unmarshal(b, &stored); err != nil {
+		return nil, err
+	}
+	return stored, nil
 }
 
 // removeStored drops names from the fd store: they are this process's now.
