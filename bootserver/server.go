@@ -104,6 +104,10 @@ type Server struct {
 	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
 
+	// Limits bound what clients may take of the server; the zero value means the protocol
+	// packages' defaults.
+	Limits Limits
+
 	// Listeners, when set, are used instead of listening on TFTPAddr and NBDAddr: sockets
 	// from systemd socket activation, or handed over by a previous process.
 	Listeners Listeners
@@ -471,6 +475,25 @@ func (s *Server) ActiveListeners() Listeners {
 }
 
 // startServers starts TFTP, NBD and AoE in g.
+// Limits bound what clients may take of a Server: a few cheap packets from one broken or
+// hostile client must not take the memory, descriptors or slots every other client needs. The
+// zero value of each field means the protocol package's default (tftp.Server, nbd.Server); a
+// negative one, where the package allows it, no limit.
+type Limits struct {
+	// TFTPMaxTransfers bounds transfers at once, TFTPMaxTransfersPerClient those of one client
+	// address, TFTPMaxBufferBytes the memory all transfers hold for windows and read-ahead.
+	TFTPMaxTransfers, TFTPMaxTransfersPerClient int
+	TFTPMaxBufferBytes                          int64
+	// NBDMaxConnections bounds connections at once, NBDMaxHandshakesPerSource those one client
+	// address has negotiating, NBDMaxBufferBytes the memory all connections hold for payloads
+	// and replies. NBDWriteTimeout disconnects a client that leaves replies untaken that long;
+	// NBDIdleTimeout one that sends no request that long (0: never, as kiwi-overlay clients may
+	// be idle for hours).
+	NBDMaxConnections, NBDMaxHandshakesPerSource int
+	NBDMaxBufferBytes                            int64
+	NBDWriteTimeout, NBDIdleTimeout              time.Duration
+}
+
 // openSockets opens the TFTP and NBD sockets that Listeners (the caller's, inherited or
 // socket-activated ones) leaves nil, into Listeners, and returns what it opened.
 func (s *Server) openSockets() (opened Listeners, err error) {
@@ -510,9 +533,12 @@ func (s *Server) startServers(g *group) error {
 	tsrv := &tftp.Server{
 		// GRUB asks for "/boot/linux": names are relative to the TFTP root, as with
 		// tftpd-hpa --secure.
-		Handler:        s.tftpHandler(),
-		Logger:         s.protoLog("tftp"),
-		OnTransferDone: s.onTransfer,
+		Handler:               s.tftpHandler(),
+		Logger:                s.protoLog("tftp"),
+		OnTransferDone:        s.onTransfer,
+		MaxTransfers:          s.Limits.TFTPMaxTransfers,
+		MaxTransfersPerClient: s.Limits.TFTPMaxTransfersPerClient,
+		MaxBufferBytes:        s.Limits.TFTPMaxBufferBytes,
 	}
 	pc := s.Listeners.TFTP // opened by openSockets if the caller gave none
 	s.mu.Lock()
@@ -529,6 +555,12 @@ func (s *Server) startServers(g *group) error {
 			OnAttach: s.tracker.attached,
 			OnDetach: s.tracker.detached,
 			OnRefuse: s.tracker.refused,
+
+			MaxConnections:         s.Limits.NBDMaxConnections,
+			MaxHandshakesPerSource: s.Limits.NBDMaxHandshakesPerSource,
+			MaxBufferBytes:         s.Limits.NBDMaxBufferBytes,
+			WriteTimeout:           s.Limits.NBDWriteTimeout,
+			IdleTimeout:            s.Limits.NBDIdleTimeout,
 		}
 		ln := s.Listeners.NBD // opened by openSockets if the caller gave none
 		s.mu.Lock()

@@ -310,3 +310,29 @@ func TestBusyPortFailsBeforeStaging(t *testing.T) {
 	run(t, srv)
 	assert.NotNil(t, srv.ActiveListeners().NBD)
 }
+
+// TestLimitsReachTheServers: the NBD connection limit of Server.Limits turns a second client
+// away, counted as server-full, while the first keeps reading.
+func TestLimitsReachTheServers(t *testing.T) {
+	kisDir := t.TempDir()
+	img := writeBuild(t, kisDir, "leap", "1.0.0", 1)
+	srv, _ := newServer(t, kisDir)
+	srv.Limits = bootserver.Limits{NBDMaxConnections: 1, TFTPMaxTransfers: 1}
+	run(t, srv)
+	c, _ := attach(t, srv, "leap.x86_64-1.0.0")
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if c2, err := nbd.Dial(ctx, "tcp", srv.ActiveListeners().NBD.Addr().String(), nil); err == nil {
+		_, err = c2.Go(ctx, "leap.x86_64-1.0.0")
+		c2.Close()
+		require.Error(t, err, "a second connection beyond NBDMaxConnections")
+	}
+	require.Eventually(t, func() bool {
+		return srv.NBDServer().Stats().Refused[nbd.RefusedServerFull] == 1
+	}, 10*time.Second, 10*time.Millisecond)
+	got := make([]byte, len(img))
+	_, err := c.ReadAt(got, 0)
+	require.NoError(t, err)
+	assert.Equal(t, img, got, "the first client is served on")
+}

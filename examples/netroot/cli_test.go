@@ -3,15 +3,19 @@ package main_test
 import (
 	"bytes"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/netroot/netroot/kis/kistest"
+	"github.com/netroot/netroot/store"
 )
 
 // runBinary runs the built binary and returns its stdout, stderr and exit status.
@@ -104,4 +108,36 @@ func TestInspectFailsOnABadImage(t *testing.T) {
 	assert.Equal(t, 1, code, "a failed check fails the command: %s", out)
 	assert.Contains(t, out, "BAD")
 	assert.Contains(t, errOut, "md5 mismatch in leap.x86_64-1.0.0")
+}
+
+// TestServeReplicasPlaceMachines: with -replicas every machine's config names the replica its
+// MAC hashes to, as store.PickReplica computes it on every replica.
+func TestServeReplicasPlaceMachines(t *testing.T) {
+	kisDir, _, _ := fakeBuild(t, []byte("initrd"))
+	tftpRoot := t.TempDir()
+	replicas := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
+	macs := []string{"52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:03", "52:54:00:00:00:04"}
+	args := serveArgs(kisDir, tftpRoot, "-no-bootloader", "-replicas", strings.Join(replicas, ","))
+	for _, m := range macs {
+		args = append(args, "-mac", m)
+	}
+	p := start(t, args...)
+	p.waitLog(t, `msg=ready`)
+	seen := map[string]bool{}
+	for _, m := range macs {
+		hw, err := net.ParseMAC(m)
+		require.NoError(t, err)
+		want := store.PickReplica(hw, replicas)
+		seen[want] = true
+		cfg, err := os.ReadFile(filepath.Join(tftpRoot, "pxelinux.cfg", "01-"+strings.ReplaceAll(m, ":", "-")))
+		require.NoError(t, err)
+		assert.Contains(t, string(cfg), "root=overlay:nbd="+want+":", "machine %s", m)
+	}
+	assert.Greater(t, len(seen), 1, "the machines spread over the replicas")
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	assert.NoError(t, p.wait(t))
+
+	_, errOut, code := runBinary(t, serveArgs(kisDir, t.TempDir(), "-replicas", "127.0.0.1,host-b")...)
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, `-replicas: "host-b" is not an IPv4 address`)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/netroot/netroot/bootserver"
 	"github.com/netroot/netroot/handoff"
 	"github.com/netroot/netroot/overlaycmdline"
+	"github.com/netroot/netroot/store"
 )
 
 // serveConfig is everything `netroot serve` (and the demo) needs.
@@ -54,6 +55,8 @@ type serveConfig struct {
 	anyNBDPort      bool
 	allowLoopback   bool
 	shutdownTimeout time.Duration
+	limits          bootserver.Limits
+	replicas        string
 
 	// demo relaxes the checks that protect real clients (loopback server IP, any NBD port,
 	// no boot loader files) and prints how to try the servers.
@@ -90,6 +93,16 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.allowLoopback, "allow-loopback", false, "allow a loopback -server-ip (only clients on this host, such as tests, can reach it)")
 	fs.BoolVar(&c.anyNBDPort, "allow-nonstandard-nbd-port", false, "allow -nbd-addr with a port other than 10809 (kiwi-overlay clients cannot use it)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running transfers may finish after SIGINT/SIGTERM")
+	fs.StringVar(&c.replicas, "replicas", "", "IPv4 addresses of the replicas serving the same builds (comma-separated, this one included): each machine's root=overlay:nbd= names the one its MAC address hashes to (rendezvous hashing), the same on every replica")
+	l := &c.limits
+	fs.IntVar(&l.TFTPMaxTransfers, "tftp-max-transfers", 0, "TFTP transfers at once (default 512)")
+	fs.IntVar(&l.TFTPMaxTransfersPerClient, "tftp-max-transfers-per-client", 0, "TFTP transfers at once from one client address (default 32)")
+	fs.Int64Var(&l.TFTPMaxBufferBytes, "tftp-max-buffer-bytes", 0, "memory all TFTP transfers may hold for windows and read-ahead (default 64 MiB)")
+	fs.IntVar(&l.NBDMaxConnections, "nbd-max-connections", 0, "NBD connections at once (default 1024)")
+	fs.IntVar(&l.NBDMaxHandshakesPerSource, "nbd-max-handshakes-per-client", 0, "NBD connections one client address may have negotiating at once (default 32)")
+	fs.Int64Var(&l.NBDMaxBufferBytes, "nbd-max-buffer-bytes", 0, "memory all NBD connections may hold for request payloads and replies (default 256 MiB)")
+	fs.DurationVar(&l.NBDWriteTimeout, "nbd-write-timeout", 0, "disconnect an NBD client that leaves replies untaken this long (default 1m)")
+	fs.DurationVar(&l.NBDIdleTimeout, "nbd-idle-timeout", 0, "disconnect an NBD client that sends no request this long (default never: a diskless root may be idle for hours)")
 }
 
 func runServe(ctx context.Context, e *env, args []string) error {
@@ -284,6 +297,7 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 			Bootloader: !c.noBootloader, BootloaderSysroot: c.sysroot, RequireBootloader: !c.demo,
 		},
 		Force:           c.force,
+		Limits:          c.limits,
 		Grace:           c.grace,
 		WatchInterval:   c.watch,
 		ShutdownTimeout: c.shutdownTimeout,
@@ -296,6 +310,11 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	}
 	if c.defaultRoot == "aoe" {
 		srv.DefaultRoot = overlaycmdline.KindAoE
+	}
+	if c.replicas != "" {
+		if srv.NBDHost, err = replicaPlacement(c.replicas); err != nil {
+			return err
+		}
 	}
 	// HTTP and DHCP for UEFI, HTTP boot and iPXE clients.
 	if httpSrv != nil {
@@ -411,4 +430,22 @@ func privilegeHint(what string, err error, capability string) error {
 		return fmt.Errorf("%s: %w (run as root or grant %s, e.g. setcap %s=ep on the binary or AmbientCapabilities= in its unit)", what, err, capability, strings.ToLower(capability))
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// replicaPlacement parses -replicas and returns the bootserver.Server.NBDHost that names, for
+// each machine, the replica its MAC address hashes to: every replica computes the same choice,
+// and a machine keeps its replica across reboots while the list stays the same.
+func replicaPlacement(list string) (func(net.HardwareAddr) netip.Addr, error) {
+	var replicas []string
+	for _, r := range strings.Split(list, ",") {
+		r = strings.TrimSpace(r)
+		ip, err := netip.ParseAddr(r)
+		if err != nil || !ip.Is4() {
+			return nil, usageError{fmt.Errorf("-replicas: %q is not an IPv4 address (kiwi-overlay's root=overlay:nbd= takes one)", r)}
+		}
+		replicas = append(replicas, ip.String())
+	}
+	return func(mac net.HardwareAddr) netip.Addr {
+		return netip.MustParseAddr(store.PickReplica(mac, replicas))
+	}, nil
 }
