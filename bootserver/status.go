@@ -119,21 +119,19 @@ type recorder struct {
 	// ipToKey remembers which machine key an IP address last belonged to, so that an NBD
 	// attach is put on the timeline of the machine whose TFTP fetches came from that address.
 	ipToKey   map[string]string
-	transfers []EventStatus            // ring, newest last
-	attached  map[string]*ClientStatus // by client address and export
+	transfers []EventStatus // ring, newest last
 	menus     []string
 	// mac finds the MAC address of an IPv4 neighbour (the kernel's ARP table); nil: unknown.
 	mac func(netip.Addr) net.HardwareAddr
 }
 
 type machineRecord struct {
-	key       string
-	addrs     []string
-	first     time.Time
-	last      time.Time
-	errors    int
-	timeline  []EventStatus
-	evictable bool
+	key      string
+	addrs    []string
+	first    time.Time
+	last     time.Time
+	errors   int
+	timeline []EventStatus
 }
 
 func newRecorder() *recorder {
