@@ -5,12 +5,13 @@ import (
 	"time"
 )
 
-// logLimitLimit is how many refusals a second are logged one by one; past it they are
-// counted and summed up in one line, so that a flood of refused connections cannot flood the
-// log. Every refusal is still counted in the metrics and put on its machine's timeline.
-const logLimitLimit = 10
+// logLimitPerSecond is how many lines a second a logLimit lets through; past it events are
+// counted, and the next line let through is preceded by one that says how many were held back,
+// so that a flood of forged clients cannot flood the log. Every event is still counted in the
+// metrics and put on its machine's timeline.
+const logLimitPerSecond = 10
 
-// logLimit rate-limits the WARN lines of refused NBD clients.
+// logLimit rate-limits log lines about clients (NBD refusals, AoE discoveries).
 type logLimit struct {
 	mu         sync.Mutex
 	second     time.Time
@@ -28,7 +29,7 @@ func (l *logLimit) allow(now time.Time) (ok bool, suppressed int) {
 		suppressed, l.suppressed = l.suppressed, 0
 		l.second, l.logged = sec, 0
 	}
-	if l.logged >= logLimitLimit {
+	if l.logged >= logLimitPerSecond {
 		l.suppressed++
 		return false, suppressed
 	}
