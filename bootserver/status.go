@@ -257,10 +257,16 @@ func (r *recorder) machineKey(client string) (key, addr string) {
 }
 
 // macOfClient returns the MAC address of the machine at client (an IP address with or
-// without port), when known.
+// without port), when known: from what the recorder learnt of the address first, so that a
+// status page listing many connections does not read the ARP table for each.
 func (r *recorder) macOfClient(client string) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if ap, err := netip.ParseAddrPort(client); err == nil {
+		if k, ok := r.ipToKey[ap.Addr().Unmap().String()]; ok {
+			return k
+		}
+	}
 	key, _ := r.machineKey(client)
 	if _, err := net.ParseMAC(key); err == nil {
 		return key
@@ -286,7 +292,7 @@ func (r *recorder) evictOldest() {
 }
 
 // snapshot fills the client part of st.
-func (r *recorder) snapshot(st *Status, now time.Time) {
+func (r *recorder) snapshot(st *Status) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st.Started = r.started
@@ -328,7 +334,7 @@ func (s *Server) Status() Status {
 	for id, why := range state.Rejected {
 		st.Rejected[id.String()] = why
 	}
-	r.snapshot(&st, now)
+	r.snapshot(&st)
 	if n := s.NBDServer(); n != nil {
 		for _, c := range n.Conns() {
 			cs := ClientStatus{Client: unmapClient(addrString(c.Remote)), Attached: c.Since,

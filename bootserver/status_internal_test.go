@@ -24,7 +24,7 @@ func TestRecorderIsBounded(t *testing.T) {
 		}
 	}
 	var st Status
-	r.snapshot(&st, t0)
+	r.snapshot(&st)
 	assert.LessOrEqual(t, len(st.Machines), statusMachines)
 	for _, m := range st.Machines {
 		assert.LessOrEqual(t, len(m.Timeline), statusTimeline)
@@ -48,7 +48,7 @@ func TestRecorderJoinsAMachinesProtocols(t *testing.T) {
 	r.record(Event{Time: time.Unix(3, 0), Kind: AoEDiscover, Client: mac.String(), Build: id})
 	r.record(Event{Time: time.Unix(4, 0), Kind: TFTPTransfer, Client: "192.0.2.7:2000", File: "x", Err: fmt.Errorf("tftp: file not found")})
 	var st Status
-	r.snapshot(&st, time.Unix(5, 0))
+	r.snapshot(&st)
 	require.Len(t, st.Machines, 2)
 	m := st.Machines[1]
 	assert.Equal(t, mac.String(), m.Key)
