@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netroot/netroot/dhcp"
+	"github.com/netroot/netroot/internal/netns"
 	"github.com/netroot/netroot/internal/peertest"
 )
 
@@ -82,47 +82,11 @@ func (s *segment) run(t *testing.T, args ...string) {
 	require.NoError(t, err, "ip %s: %s", strings.Join(args, " "), out)
 }
 
-// inNetns runs fn on a thread moved into namespace ns and back; sockets fn opens stay in ns.
-func inNetns(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer unix.Close(orig)
-		target, err := unix.Open(filepath.Join("/run/netns", ns), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer unix.Close(target)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			// The thread stays locked, so the runtime retires it with this goroutine.
-			errc <- err
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
 // startProxy runs a dhcp.Server on eth0 of namespace ns, on ports 67 and 4011.
 func startProxy(t *testing.T, ns string, srv *dhcp.Server) {
 	t.Helper()
 	var pcs []net.PacketConn
-	require.NoError(t, inNetns(ns, func() error {
+	require.NoError(t, netns.Do(ns, func() error {
 		for _, port := range []int{dhcp.ServerPort, dhcp.PXEPort} {
 			pc, err := server4.NewIPv4UDPConn("eth0", &net.UDPAddr{Port: port})
 			if err != nil {
@@ -174,7 +138,7 @@ func startDnsmasq(t *testing.T, s *segment) {
 func collectReplies(t *testing.T, ns string, mac net.HardwareAddr) (stop func() []*dhcpv4.DHCPv4) {
 	t.Helper()
 	var pc net.PacketConn
-	require.NoError(t, inNetns(ns, func() error {
+	require.NoError(t, netns.Do(ns, func() error {
 		var err error
 		pc, err = server4.NewIPv4UDPConn("eth0", &net.UDPAddr{Port: dhcp.ClientPort})
 		return err
@@ -211,7 +175,7 @@ func collectReplies(t *testing.T, ns string, mac net.HardwareAddr) (stop func() 
 func hwaddr(t *testing.T, ns string) net.HardwareAddr {
 	t.Helper()
 	var mac net.HardwareAddr
-	require.NoError(t, inNetns(ns, func() error {
+	require.NoError(t, netns.Do(ns, func() error {
 		ifi, err := net.InterfaceByName("eth0")
 		if err == nil {
 			mac = ifi.HardwareAddr
@@ -301,7 +265,7 @@ timeout 20;
 	// dhclient script only records the lease, so the address is configured here.)
 	s.run(t, "-n", cliNS, "addr", "add", leased+"/24", "dev", "eth0")
 	var c net.PacketConn
-	require.NoError(t, inNetns(cliNS, func() error {
+	require.NoError(t, netns.Do(cliNS, func() error {
 		var err error
 		c, err = net.ListenPacket("udp4", leased+":0")
 		return err
@@ -368,7 +332,7 @@ func TestInteropLabUdhcpc(t *testing.T) {
 	}
 	srv := lab()
 	var pc net.PacketConn
-	require.NoError(t, inNetns(srvNS, func() error {
+	require.NoError(t, netns.Do(srvNS, func() error {
 		var err error
 		pc, err = server4.NewIPv4UDPConn("eth0", &net.UDPAddr{Port: dhcp.ServerPort})
 		return err
@@ -389,7 +353,7 @@ func TestInteropLabUdhcpc(t *testing.T) {
 	// and the first one its old address again.
 	s.run(t, "-n", cliNS, "addr", "flush", "dev", "eth0")
 	srv = lab()
-	require.NoError(t, inNetns(srvNS, func() error {
+	require.NoError(t, netns.Do(srvNS, func() error {
 		var err error
 		pc, err = server4.NewIPv4UDPConn("eth0", &net.UDPAddr{Port: dhcp.ServerPort})
 		return err

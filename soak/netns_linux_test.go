@@ -7,8 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/netroot/netroot/aoe"
 	"github.com/netroot/netroot/aoe/aoetest"
+	"github.com/netroot/netroot/internal/netns"
 	"github.com/netroot/netroot/internal/peertest"
 )
 
@@ -55,41 +54,6 @@ func (p *vethPair) run(t *testing.T, args ...string) {
 	require.NoError(t, err, "ip %s: %s", strings.Join(args, " "), out)
 }
 
-// inNS runs fn on a thread inside the named network namespace.
-func inNS(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer unix.Close(orig)
-		target, err := unix.Open(filepath.Join("/run/netns", ns), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer unix.Close(target)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			errc <- err // the thread stays locked and dies with the goroutine
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
 // rawSocket is an AF_PACKET socket in namespace B that sends whole Ethernet frames (any source
 // address) and receives every AoE frame on the interface, broadcasts included.
 type rawSocket struct {
@@ -100,7 +64,7 @@ type rawSocket struct {
 func openRaw(t *testing.T, ns, ifname string) *rawSocket {
 	t.Helper()
 	r := &rawSocket{fd: -1}
-	err := inNS(ns, func() error {
+	err := netns.Do(ns, func() error {
 		ifi, err := net.InterfaceByName(ifname)
 		if err != nil {
 			return err
