@@ -270,11 +270,11 @@ func (f *storeServeFlags) register(fs *flag.FlagSet) {
 
 // apply makes srv serve from the store when -store is given; the tags are polled every
 // store.DefaultWatchInterval unless -watch says otherwise.
-func (f *storeServeFlags) apply(e *env, srv *bootserver.Server, kisDir string) error {
+func (f *storeServeFlags) apply(e *env, srv *bootserver.Server, withKIS bool) error {
 	if f.url == "" {
 		return nil
 	}
-	if kisDir != "" {
+	if withKIS {
 		return usageError{errors.New("-kis and -store exclude each other")}
 	}
 	cfg := store.ConfigFromEnv()

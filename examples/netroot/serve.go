@@ -305,7 +305,7 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 		Logger:          e.log,
 		ProtocolLogger:  e.protoBase(),
 	}
-	if err := c.store.apply(e, srv, strings.Join(c.kis.dirs, ",")); err != nil {
+	if err := c.store.apply(e, srv, len(c.kis.dirs) > 0); err != nil {
 		return err
 	}
 	if c.defaultRoot == "aoe" {
