@@ -44,10 +44,12 @@ func (b Build) ID() string { return b.Name + "." + b.Arch + "-" + b.Version }
 
 func (b Build) String() string { return b.ID() }
 
-// Loose reports whether the kernel, initrd, root image (raw or compressed) and .md5 are present
-// as files of their own, so the build is usable without its bundle.
+// Loose reports whether the kernel, initrd and root image (raw or compressed) are present as
+// files of their own, so the build is usable without its bundle. The .md5 is not needed for
+// that: without it the image cannot be checked, which [Verify] and [Unpack] refuse unless told
+// not to check (UnpackOptions.NoVerify); they fail with an error wrapping ErrNoChecksum.
 func (b Build) Loose() bool {
-	return b.Kernel != "" && b.Initrd != "" && (b.Image != "" || b.CompressedImage != "") && b.MD5 != ""
+	return b.Kernel != "" && b.Initrd != "" && (b.Image != "" || b.CompressedImage != "")
 }
 
 // IncompleteError describes a build whose files do not make up a usable build: pieces are
@@ -84,8 +86,9 @@ func listOrNone(s []string) string {
 var ErrNotFound = errors.New("kis: no KIS build found")
 
 // Find returns the KIS builds in dir, newest version first (versions compare as numbers,
-// 1.15.3 < 1.15.10; ties by name and arch). A build is usable when it has its kernel, initrd,
-// root image (raw or .xz) and .md5 as loose files, or its bundle.
+// 1.15.3 < 1.15.10; ties by name and arch). A build is usable when it has its kernel, initrd and
+// root image (raw or .xz) as loose files, or its bundle. A loose build without its .md5 is
+// found too (see [Build.Loose]); only a check of its image fails.
 //
 // When kiwi.result.json is present, the image name and architecture it records decide how file
 // names are split, and files it names but that are absent are reported as missing. Otherwise
@@ -254,9 +257,6 @@ func assemble(dir, id string, files map[Kind][]FileName, named bool, res *result
 		}
 		if len(files[KindImage]) == 0 && len(files[KindCompressedImage]) == 0 {
 			ierr.Missing = append(ierr.Missing, "root image ("+id+" or "+id+".xz)")
-		}
-		if len(files[KindChecksum]) == 0 {
-			ierr.Missing = append(ierr.Missing, "md5 ("+id+".md5)")
 		}
 		ierr.Missing = append(ierr.Missing, "or instead of them all the bundle ("+id+".tar.xz)")
 	}

@@ -120,7 +120,6 @@ func TestFindBroken(t *testing.T) {
 			found: []string{"kernel netroot-test.x86_64-1.0.0-6.1.0-13-amd64.kernel", "append netroot-test.x86_64-1.0.0.append"},
 			missing: []string{"initrd (netroot-test.x86_64-1.0.0.initrd)",
 				"root image (netroot-test.x86_64-1.0.0 or netroot-test.x86_64-1.0.0.xz)",
-				"md5 (netroot-test.x86_64-1.0.0.md5)",
 				"or instead of them all the bundle (netroot-test.x86_64-1.0.0.tar.xz)"},
 		},
 		{
@@ -139,13 +138,13 @@ func TestFindBroken(t *testing.T) {
 			spec: kistest.Spec{Bundle: true, Result: true, Packages: true},
 			break_: func(t *testing.T, b kis.Build) {
 				require.NoError(t, os.Remove(b.Bundle))
-				require.NoError(t, os.Remove(b.MD5))
+				require.NoError(t, os.Remove(b.Initrd))
 			},
-			found: []string{"kernel netroot-test.x86_64-1.0.0-6.1.0-13-amd64.kernel", "initrd netroot-test.x86_64-1.0.0.initrd",
-				"image netroot-test.x86_64-1.0.0", "packages netroot-test.x86_64-1.0.0.packages",
+			found: []string{"kernel netroot-test.x86_64-1.0.0-6.1.0-13-amd64.kernel",
+				"image netroot-test.x86_64-1.0.0", "md5 netroot-test.x86_64-1.0.0.md5", "packages netroot-test.x86_64-1.0.0.packages",
 				"changes netroot-test.x86_64-1.0.0.changes", "verified netroot-test.x86_64-1.0.0.verified"},
 			missing: []string{"bundle netroot-test.x86_64-1.0.0.tar.xz (named in kiwi.result.json)",
-				"md5 (netroot-test.x86_64-1.0.0.md5)",
+				"initrd (netroot-test.x86_64-1.0.0.initrd)",
 				"or instead of them all the bundle (netroot-test.x86_64-1.0.0.tar.xz)"},
 		},
 	} {

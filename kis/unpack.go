@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/netroot/netroot/internal/atomicfile"
 )
@@ -20,9 +22,23 @@ type UnpackOptions struct {
 	// the compressed image or bundle.
 	Dir string
 
-	// Progress, when not nil, is called now and then with the bytes read so far of the file
-	// being unpacked and its size: the bundle, then the .xz image (counting restarts at 0).
+	// Progress, when not nil, is called now and then with the bytes done so far and the
+	// total: for a bundle the bytes of it read, for an .xz image the uncompressed bytes written
+	// out of the image's size (from the .md5, else from the .xz index; -1 when neither says), for
+	// a reused image the bytes checked against the .md5. Counting restarts at 0 for each step;
+	// each step's last call has done == total, and comes when the step has ended (for an .xz,
+	// when the decompressor has finished).
 	Progress func(done, total int64)
+
+	// NoVerify unpacks a build that has no .md5 file, unchecked (with a warning to Logger);
+	// without it such a build is an error wrapping ErrNoChecksum. An .md5 that is there is
+	// always checked against what is unpacked.
+	NoVerify bool
+
+	// Logger receives a line when a cached unpacked image is reused (and why it is trusted),
+	// when decompression ends (bytes, duration, rate), with the md5 result, and a warning for an
+	// unverified image. nil means silent.
+	Logger *slog.Logger
 }
 
 // stampSuffix names the small file that records which .md5 an unpacked raw image was checked
@@ -64,9 +80,9 @@ func Unpack(ctx context.Context, b Build, opts *UnpackOptions) (Build, error) {
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return Build{}, fmt.Errorf("kis: %w", err)
 	}
-	if !b.Loose() {
+	if !b.Loose() || b.MD5 == "" && b.Bundle != "" {
 		if b.Bundle == "" {
-			return Build{}, fmt.Errorf("kis: build %s in %s has neither all of kernel, initrd, image and md5 (%s) nor a bundle to unpack",
+			return Build{}, fmt.Errorf("kis: build %s in %s has neither all of kernel, initrd and image (%s) nor a bundle to unpack",
 				b.ID(), b.Dir, listOrNone(present(b)))
 		}
 		var err error
@@ -74,21 +90,33 @@ func Unpack(ctx context.Context, b Build, opts *UnpackOptions) (Build, error) {
 			return Build{}, err
 		}
 	}
+	var c *Checksum
+	if b.MD5 != "" {
+		sum, err := ReadChecksum(b.MD5)
+		if err != nil {
+			return Build{}, err
+		}
+		c = &sum
+	} else if !o.NoVerify {
+		return Build{}, noChecksum(b)
+	} else if o.Logger != nil {
+		o.Logger.Warn("root image is NOT verified: the build has no md5 file", "build", b.ID(),
+			"missing", filepath.Join(b.Dir, b.ID()+".md5"))
+	}
 	if b.CompressedImage == "" {
 		return b, nil
 	}
-	c, err := ReadChecksum(b.MD5)
-	if err != nil {
-		return Build{}, err
-	}
 	raw := filepath.Join(o.Dir, b.ID())
-	if ok, err := reusable(ctx, raw, c); err != nil {
+	if why, err := reusable(ctx, raw, c, b.CompressedImage, o.Progress); err != nil {
 		return Build{}, err
-	} else if ok {
+	} else if why != "" {
+		if o.Logger != nil {
+			o.Logger.Info("reusing unpacked root image", "build", b.ID(), "image", raw, "trusted", why)
+		}
 		b.Image = raw
 		return b, nil
 	}
-	if err := decompressImage(ctx, b.CompressedImage, raw, c, o.Progress); err != nil {
+	if err := decompressImage(ctx, b, raw, c, o); err != nil {
 		return Build{}, err
 	}
 	b.Image = raw
@@ -115,43 +143,80 @@ func present(b Build) []string {
 	return s
 }
 
-// stamp is the content of a .kis-unpacked file.
+// stamp is the content of a .kis-unpacked file for an image checked against c.
 func stamp(c Checksum, st os.FileInfo) string {
 	return fmt.Sprintf("%s %d %d\n", c.Sum(), st.Size(), st.ModTime().UnixNano())
 }
 
-// reusable reports whether raw exists and matches c, hashing it only when its stamp does not
-// already say so.
-func reusable(ctx context.Context, raw string, c Checksum) (bool, error) {
-	st, err := os.Stat(raw)
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
-	}
+// uncheckedStamp is the content of a .kis-unpacked file for an image decompressed from src
+// without an .md5: it can only say where the image came from.
+func uncheckedStamp(src string, st os.FileInfo) (string, error) {
+	sst, err := os.Stat(src)
 	if err != nil {
-		return false, fmt.Errorf("kis: %w", err)
+		return "", fmt.Errorf("kis: %w", err)
 	}
-	if !st.Mode().IsRegular() || st.Size() != c.Size() {
-		return false, nil
-	}
-	if s, err := os.ReadFile(raw + stampSuffix); err == nil && string(s) == stamp(c, st) {
-		return true, nil
-	}
-	err = verifyFile(ctx, raw, c, false, nil)
-	if errors.Is(err, ErrChecksum) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return true, writeStamp(raw, c)
+	return fmt.Sprintf("unchecked %s %d %d %d %d\n", filepath.Base(src), sst.Size(), sst.ModTime().UnixNano(),
+		st.Size(), st.ModTime().UnixNano()), nil
 }
 
-func writeStamp(raw string, c Checksum) error {
+// reusable says why raw may be used as the image unpacked from src: it matches c (its stamp
+// says so, or a check now does), or without c its stamp says it was unpacked from src as it is
+// now. "" means raw must be unpacked again.
+func reusable(ctx context.Context, raw string, c *Checksum, src string, progress func(done, total int64)) (string, error) {
+	st, err := os.Stat(raw)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("kis: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return "", nil
+	}
+	s, _ := os.ReadFile(raw + stampSuffix)
+	if c == nil {
+		want, err := uncheckedStamp(src, st)
+		if err != nil {
+			return "", err
+		}
+		if string(s) == want {
+			return fmt.Sprintf("its stamp %s records that it was unpacked from %s as that file is now (size and modification time); there is no md5 to check it against",
+				raw+stampSuffix, filepath.Base(src)), nil
+		}
+		return "", nil
+	}
+	if st.Size() != c.Size() {
+		return "", nil
+	}
+	if string(s) == stamp(*c, st) {
+		return fmt.Sprintf("its stamp %s records that it matched md5 %s at this size and modification time", raw+stampSuffix, c.Sum()), nil
+	}
+	err = verifyFile(ctx, raw, *c, false, progress)
+	if errors.Is(err, ErrChecksum) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if err := writeStamp(raw, c, src); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("it matches md5 %s (checked now)", c.Sum()), nil
+}
+
+// writeStamp records that raw matches c, or without c that it was unpacked from src.
+func writeStamp(raw string, c *Checksum, src string) error {
 	st, err := os.Stat(raw)
 	if err != nil {
 		return fmt.Errorf("kis: %w", err)
 	}
-	return writeAtomic(raw+stampSuffix, []byte(stamp(c, st)))
+	var s string
+	if c != nil {
+		s = stamp(*c, st)
+	} else if s, err = uncheckedStamp(src, st); err != nil {
+		return err
+	}
+	return writeAtomic(raw+stampSuffix, []byte(s))
 }
 
 // writeAtomic writes a small file through a temporary file and a rename.
@@ -162,57 +227,86 @@ func writeAtomic(path string, data []byte) error {
 	return nil
 }
 
-// decompressImage streams the .xz at src into raw, checking it against c on the way.
-func decompressImage(ctx context.Context, src, raw string, c Checksum, progress func(done, total int64)) error {
-	f, pr, err := openProgress(ctx, src, progress)
+// decompressImage streams the .xz image of b into raw, checking it against c (when not nil) on
+// the way, and logs the outcome to o.Logger.
+func decompressImage(ctx context.Context, b Build, raw string, c *Checksum, o UnpackOptions) error {
+	src := b.CompressedImage
+	f, in, err := openProgress(ctx, src, nil)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if err := checkCompressedSize(src, pr.total, c); err != nil {
-		return err
+	total := int64(-1)
+	if c != nil {
+		if err := checkCompressedSize(src, in.total, *c); err != nil {
+			return err
+		}
+		total = c.Size()
+	} else if n, ok := xzUncompressedSize(f, in.total); ok {
+		total = n
 	}
-	zr, err := newXZReader(ctx, pr, src)
+	zr, err := newXZReader(ctx, in, src)
 	if err != nil {
 		return err
 	}
 	defer zr.Close()
-	if err := writeImage(raw, zr, c, src); err != nil {
+	start := time.Now()
+	out := &progressReader{ctx: ctx, r: zr, total: total, progress: o.Progress}
+	n, err := writeImage(raw, out, c, src, src)
+	if err != nil {
 		return err
 	}
-	pr.finish()
+	out.finish()
+	if l := o.Logger; l != nil {
+		took := time.Since(start)
+		l.Info("unpacked root image", "build", b.ID(), "image", raw, "from", src, "bytes", n,
+			"took", took.Round(time.Millisecond), "mb_per_s", mbPerSecond(n, took))
+		if c != nil {
+			l.Info("root image matches its md5", "build", b.ID(), "image", raw, "md5", c.Sum(), "md5_file", b.MD5)
+		}
+	}
 	return nil
 }
 
+// mbPerSecond is a rate in MB/s (10^6 bytes), rounded to 0.1.
+func mbPerSecond(n int64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(int64(float64(n)/1e6/d.Seconds()*10+0.5)) / 10
+}
+
 // writeImage writes the uncompressed image read from r to raw atomically and sparsely, checks
-// its MD5 and size against c, and records the check in the stamp file. from names the source in
-// errors.
-func writeImage(raw string, r io.Reader, c Checksum, from string) (err error) {
+// its MD5 and size against c (when not nil), and records the check (or without c, that raw was
+// unpacked from src) in the stamp file. from names the source in errors. It returns the size.
+func writeImage(raw string, r io.Reader, c *Checksum, from, src string) (int64, error) {
 	// Remove a stale stamp first, so a crash midway cannot leave a stamp over an old image.
 	if err := os.Remove(raw + stampSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("kis: %w", err)
+		return 0, fmt.Errorf("kis: %w", err)
 	}
 	tmp, err := atomicfile.Create(raw, 0o644)
 	if err != nil {
-		return fmt.Errorf("kis: %w", err)
+		return 0, fmt.Errorf("kis: %w", err)
 	}
 	defer tmp.Abort()
 	h := md5.New()
 	sw := &sparseWriter{f: tmp.File}
 	n, err := io.CopyBuffer(io.MultiWriter(h, sw), r, make([]byte, 1<<20))
 	if err != nil {
-		return fmt.Errorf("kis: unpacking %s: %w", from, err)
+		return 0, fmt.Errorf("kis: unpacking %s: %w", from, err)
 	}
-	if err := compareSum(from, h, n, c); err != nil {
-		return err
+	if c != nil {
+		if err := compareSum(from, h, n, *c); err != nil {
+			return 0, err
+		}
 	}
 	if err := tmp.Truncate(n); err != nil {
-		return fmt.Errorf("kis: %w", err)
+		return 0, fmt.Errorf("kis: %w", err)
 	}
 	if err := tmp.Commit(); err != nil {
-		return fmt.Errorf("kis: %w", err)
+		return 0, fmt.Errorf("kis: %w", err)
 	}
-	return writeStamp(raw, c)
+	return n, writeStamp(raw, c, src)
 }
 
 // sparseWriter writes sequentially to f, seeking over blocks that are all zeros so that they
@@ -265,6 +359,10 @@ func extractBundle(ctx context.Context, b Build, o UnpackOptions) (Build, error)
 	}
 	stampPath := filepath.Join(o.Dir, b.ID()+bundleStampSuffix)
 	if nb, ok := extracted(b, o.Dir, stampPath, bst); ok {
+		if o.Logger != nil {
+			o.Logger.Info("reusing extracted bundle", "build", b.ID(), "bundle", b.Bundle, "dir", o.Dir,
+				"trusted", "its stamp "+stampPath+" records the bundle's size and modification time and the size of each file extracted from it")
+		}
 		return nb, nil
 	}
 	if err := os.Remove(stampPath); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -309,7 +407,7 @@ func extractBundle(ctx context.Context, b Build, o UnpackOptions) (Build, error)
 				return Build{}, err
 			}
 		case fn.Kind == KindImage && sum != nil:
-			if err := writeImage(dst, tr, *sum, b.Bundle+":"+fn.String()); err != nil {
+			if _, err := writeImage(dst, tr, sum, b.Bundle+":"+fn.String(), b.Bundle); err != nil {
 				return Build{}, err
 			}
 		default:
@@ -352,7 +450,7 @@ func writeStampIfMatches(ctx context.Context, raw string, c Checksum) error {
 	if err := verifyFile(ctx, raw, c, false, nil); err != nil {
 		return err
 	}
-	return writeStamp(raw, c)
+	return writeStamp(raw, &c, "")
 }
 
 // copyAtomic copies r into path through a temporary file and a rename.

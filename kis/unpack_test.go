@@ -156,7 +156,7 @@ func TestUnpackErrors(t *testing.T) {
 			require.NoError(t, os.WriteFile(b.MD5, []byte(kistest.Checksum(make([]byte, 65536), st.Size())), 0o644))
 		}, true, "netroot-test.x86_64-1.0.0.xz has md5 "},
 		{"nothing to unpack", kistest.Spec{}, func(t *testing.T, b *kis.Build) { b.Initrd = "" }, false,
-			"has neither all of kernel, initrd, image and md5 (kernel netroot-test.x86_64-1.0.0-6.1.0-13-amd64.kernel, " +
+			"has neither all of kernel, initrd and image (kernel netroot-test.x86_64-1.0.0-6.1.0-13-amd64.kernel, " +
 				"image netroot-test.x86_64-1.0.0, md5 netroot-test.x86_64-1.0.0.md5) nor a bundle"},
 		{"escaping entry", kistest.Spec{BundleOnly: true}, func(t *testing.T, b *kis.Build) {
 			writeBundle(t, b.Bundle, []tarEntry{{"../netroot-test.x86_64-1.0.0.md5", []byte("x")}})

@@ -17,6 +17,17 @@ import (
 // .md5 file, in content or in size.
 var ErrChecksum = errors.New("kis: image does not match its md5 file")
 
+// ErrNoChecksum is wrapped by the errors of Verify and Unpack for a build that has no .md5 file
+// to check its root image against. UnpackOptions.NoVerify unpacks and serves such a build
+// unchecked.
+var ErrNoChecksum = errors.New("kis: no md5 file to check the root image against")
+
+// noChecksum is the error for a build without its .md5.
+func noChecksum(b Build) error {
+	return fmt.Errorf("kis: build %s in %s has no md5 file %s: its root image cannot be checked (skip the check to use it unverified): %w",
+		b.ID(), b.Dir, b.ID()+".md5", ErrNoChecksum)
+}
+
 // progressEvery is how many bytes pass between two progress reports (the last one is always
 // reported).
 const progressEvery = 4 << 20
@@ -37,6 +48,9 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	}
 	n, err := p.r.Read(b)
 	p.done += int64(n)
+	if err == io.EOF && p.total < 0 {
+		p.total = p.done // the last report says the total once it is known
+	}
 	if p.progress != nil && (p.done-p.reported >= progressEvery || (err == io.EOF && p.done != p.reported)) {
 		p.reported = p.done
 		p.progress(p.done, p.total)
@@ -44,8 +58,12 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// finish reports the final count if it has not been reported yet.
+// finish reports the final count if it has not been reported yet. An unknown total becomes
+// the count.
 func (p *progressReader) finish() {
+	if p.total < 0 {
+		p.total = p.done
+	}
 	if p.progress != nil && p.done != p.reported {
 		p.reported = p.done
 		p.progress(p.done, p.total)
@@ -76,7 +94,7 @@ func Verify(ctx context.Context, b Build, progress func(done, total int64)) erro
 		if b.Bundle != "" {
 			return verifyBundle(ctx, b, progress)
 		}
-		return fmt.Errorf("kis: build %s in %s has no md5 file %s.md5 and no bundle to verify", b.ID(), b.Dir, b.ID())
+		return noChecksum(b)
 	}
 	c, err := ReadChecksum(b.MD5)
 	if err != nil {
@@ -94,7 +112,12 @@ func Verify(ctx context.Context, b Build, progress func(done, total int64)) erro
 }
 
 func verifyFile(ctx context.Context, file string, c Checksum, compressed bool, progress func(done, total int64)) error {
-	f, pr, err := openProgress(ctx, file, progress)
+	// A compressed image reports progress in uncompressed bytes, as Unpack does.
+	fileProgress := progress
+	if compressed {
+		fileProgress = nil
+	}
+	f, pr, err := openProgress(ctx, file, fileProgress)
 	if err != nil {
 		return err
 	}
@@ -107,21 +130,21 @@ func verifyFile(ctx context.Context, file string, c Checksum, compressed bool, p
 		return fmt.Errorf("kis: %s is %d bytes, its md5 file says %d*%d = %d: %w",
 			file, pr.total, c.Blocks, c.BlockSize, c.Size(), ErrChecksum)
 	}
-	var r io.Reader = pr
+	r := pr
 	if compressed {
 		zr, err := newXZReader(ctx, pr, file)
 		if err != nil {
 			return err
 		}
 		defer zr.Close()
-		r = zr
+		r = &progressReader{ctx: ctx, r: zr, total: c.Size(), progress: progress}
 	}
 	h := md5.New()
 	n, err := io.CopyBuffer(h, r, make([]byte, 1<<20))
 	if err != nil {
 		return fmt.Errorf("kis: reading %s: %w", file, err)
 	}
-	pr.finish()
+	r.finish()
 	return compareSum(file, h, n, c)
 }
 
