@@ -22,7 +22,8 @@ type KISSource struct {
 	// CacheDir is where compressed images and bundles are unpacked; "" means next to the build.
 	CacheDir string
 	// NoVerify skips the MD5 check of a raw image that needed no unpacking (unpacking always
-	// checks).
+	// checks an image against its .md5), and serves a build that has no .md5 unchecked, with a
+	// warning; without it such a build is refused (kis.ErrNoChecksum).
 	NoVerify bool
 	// Mmap serves root images through a memory mapping instead of pread.
 	Mmap bool
@@ -104,7 +105,7 @@ func (k *KISSource) Open(ctx context.Context, info BuildInfo) (*Image, error) {
 	// Unpack checks the MD5 while it decompresses an .xz image, so only an image that was not
 	// decompressed needs reading again.
 	decompressed := b.CompressedImage != "" || b.Image == ""
-	u, err := kis.Unpack(ctx, b, &kis.UnpackOptions{Dir: k.CacheDir, Progress: progress("unpacking")})
+	u, err := kis.Unpack(ctx, b, &kis.UnpackOptions{Dir: k.CacheDir, Progress: progress("unpacking"), NoVerify: k.NoVerify, Logger: k.Logger})
 	if err != nil {
 		return nil, err
 	}

@@ -140,7 +140,7 @@ func (k *kisFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&k.name, "name", "", "image to serve: an image name (its newest build) or a build ID NAME.ARCH-VERSION as inspect prints it; required when the directory holds several images")
 	fs.StringVar(&k.arch, "arch", bootserver.HostArch(), "architecture to pick builds for, as KIWI names it (x86_64, aarch64, ...)")
 	fs.StringVar(&k.cache, "cache-dir", "", "where to unpack compressed images and bundles (default: next to the build)")
-	fs.BoolVar(&k.noVerify, "no-verify", false, "skip the md5 check of the root image")
+	fs.BoolVar(&k.noVerify, "no-verify", false, "skip the md5 check of the root image, and serve a build that has no .md5 file (unverified, with a warning)")
 }
 
 // load finds, verifies and unpacks the newest build: what serve and stage start with.
@@ -169,10 +169,11 @@ func (k *kisFlags) load(ctx context.Context, e *env) (kis.Build, error) {
 	// only an image that was not decompressed needs reading again.
 	decompressed := b.CompressedImage != ""
 	p := newProgress(e, "unpacking")
-	if b, err = kis.Unpack(ctx, b, &kis.UnpackOptions{Dir: k.cache, Progress: p.update}); err != nil {
-		return kis.Build{}, err
+	if b, err = kis.Unpack(ctx, b, &kis.UnpackOptions{Dir: k.cache, Progress: p.update, NoVerify: k.noVerify, Logger: e.log}); err != nil {
+		return kis.Build{}, noVerifyHint(err)
 	}
 	if !k.noVerify && !decompressed {
+		// (Unpack refused a build without .md5 already.)
 		start := time.Now()
 		p := newProgress(e, "verifying")
 		if err := kis.Verify(ctx, b, p.update); err != nil {
@@ -181,6 +182,14 @@ func (k *kisFlags) load(ctx context.Context, e *env) (kis.Build, error) {
 		e.log.Info("root image matches its md5", "image", b.Image, "took", time.Since(start).Round(time.Millisecond))
 	}
 	return b, nil
+}
+
+// noVerifyHint adds to an error for a build without .md5 what serves it anyway.
+func noVerifyHint(err error) error {
+	if errors.Is(err, kis.ErrNoChecksum) {
+		return fmt.Errorf("%w; -no-verify serves it unverified", err)
+	}
+	return err
 }
 
 // stageFlags say where kernel and initrd go in the TFTP root.

@@ -389,7 +389,7 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 		}
 		return privilegeHint(flagName+le.Addr, le.Err, capability)
 	}
-	return err
+	return noVerifyHint(err)
 }
 
 // progressFor returns the KISSource progress callback: a bar or log lines per build and step.
