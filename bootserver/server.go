@@ -108,6 +108,12 @@ type Server struct {
 	// packages' defaults.
 	Limits Limits
 
+	// OnListening, when set, is called once the TFTP and NBD sockets are open (new or
+	// inherited), before the first build is prepared; an error ends Run before anything is
+	// served. A program started as root drops its privileges here, so that preparing builds,
+	// reloads and serving all run as its user.
+	OnListening func() error
+
 	// Listeners, when set, are used instead of listening on TFTPAddr and NBDAddr: sockets
 	// from systemd socket activation, or handed over by a previous process.
 	Listeners Listeners
@@ -328,6 +334,11 @@ func (s *Server) Run(ctx context.Context) (err error) {
 			s.closeSockets(opened)
 		}
 	}()
+	if s.OnListening != nil {
+		if err := s.OnListening(); err != nil {
+			return err
+		}
+	}
 	if err := s.reload(ctx, reloadInitial); err != nil {
 		return err
 	}

@@ -39,12 +39,6 @@ func (g *group) add(name string, serve func() error, shutdown func(context.Conte
 	}()
 }
 
-func (g *group) closeAll() {
-	for _, m := range g.servers {
-		_ = m.close()
-	}
-}
-
 // wait returns when ctx ends (then shuts every server down gracefully) or when one server
 // fails (then stops the others).
 func (g *group) wait(ctx context.Context, e *env, timeout time.Duration) error {

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -57,6 +58,7 @@ type serveConfig struct {
 	shutdownTimeout time.Duration
 	limits          bootserver.Limits
 	replicas        string
+	priv            privFlags
 
 	// demo relaxes the checks that protect real clients (loopback server IP, any NBD port,
 	// no boot loader files) and prints how to try the servers.
@@ -94,6 +96,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.anyNBDPort, "allow-nonstandard-nbd-port", false, "allow -nbd-addr with a port other than 10809 (kiwi-overlay clients cannot use it)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running transfers may finish after SIGINT/SIGTERM")
 	fs.StringVar(&c.replicas, "replicas", "", "IPv4 addresses of the replicas serving the same builds (comma-separated, this one included): each machine's root=overlay:nbd= names the one its MAC address hashes to (rendezvous hashing), the same on every replica")
+	c.priv.register(fs, false)
 	l := &c.limits
 	fs.IntVar(&l.TFTPMaxTransfers, "tftp-max-transfers", 0, "TFTP transfers at once (default 512)")
 	fs.IntVar(&l.TFTPMaxTransfersPerClient, "tftp-max-transfers-per-client", 0, "TFTP transfers at once from one client address (default 32)")
@@ -232,6 +235,21 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	if err != nil {
 		return err
 	}
+	id, dropping, err := c.priv.lookup()
+	if err != nil {
+		return err
+	}
+	if dropping && c.aoeIface != "" {
+		// The AoE target opens a new raw socket whenever the builds change.
+		return usageError{errors.New("-user with -aoe-iface: the AoE target opens a new raw socket on every reload, which needs CAP_NET_RAW; run as an unprivileged user with that capability instead (systemd: User= or DynamicUser= with AmbientCapabilities=CAP_NET_RAW CAP_NET_BIND_SERVICE)")}
+	}
+	if dropping {
+		// Directories that are not there yet are made for the user, as systemd's
+		// StateDirectory= does; existing ones are the operator's and are only checked.
+		if err := makeDirsFor(id, c.stage.tftpRoot, c.kis.cache, c.cowDir); err != nil {
+			return err
+		}
+	}
 	if len(c.kis.dirs) == 0 && c.store.url == "" {
 		return usageError{errors.New("-kis DIR is required (or -store s3://BUCKET/PREFIX)")}
 	}
@@ -316,14 +334,38 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 			return err
 		}
 	}
+	passOn := map[string]syscall.Conn{} // more sockets an upgrade hands over
 	// HTTP and DHCP for UEFI, HTTP boot and iPXE clients.
 	if httpSrv != nil {
+		if dropping {
+			// Open now, so the socket exists before root is dropped; an upgrade passes it on.
+			ln, err := inheritedListener(inh, fileHTTP, httpSrv.Addr)
+			if err != nil {
+				return privilegeHint("-http-addr "+httpSrv.Addr, err, "CAP_NET_BIND_SERVICE")
+			}
+			httpSrv.Listener = ln
+			passOn[fileHTTP] = ln.(syscall.Conn)
+		}
 		srv.Services = append(srv.Services, httpSrv)
 	}
 	if dhcpSvc != nil {
-		srv.Services = append(srv.Services, dhcpSvc)
+		var svc bootserver.Service = dhcpSvc
+		if dropping {
+			if svc, err = openDHCP(e, inh, dhcpSvc, passOn); err != nil {
+				return err
+			}
+		}
+		srv.Services = append(srv.Services, svc)
 	}
-	passOn := map[string]net.Listener{} // more listeners an upgrade hands over
+	if dropping {
+		lease := ""
+		if c.boot.leaseFile != "" {
+			lease = filepath.Dir(c.boot.leaseFile)
+		}
+		writable := map[string]string{"-tftp-root": c.stage.tftpRoot, "-cache-dir": c.kis.cache, "-cow-dir": c.cowDir,
+			"-dhcp-lease-file's directory": lease}
+		srv.OnListening = func() error { return c.priv.drop(e, id, writable) }
+	}
 	if c.metricsAddr != "" {
 		ln, err := inheritedListener(inh, fileMetrics, c.metricsAddr)
 		if err != nil {
@@ -338,7 +380,7 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 			reg.MustRegister(bootserver.DHCPCollector(dhcpSvc.Server().Stats))
 		}
 		srv.Registerer = reg
-		passOn[fileMetrics] = ln
+		passOn[fileMetrics] = ln.(syscall.Conn)
 	}
 	srv.OnEvent = func(ev bootserver.Event) {
 		if ev.Kind != bootserver.Ready {
@@ -349,7 +391,7 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 			st := srv.State()
 			l := srv.ActiveListeners()
 			r := &running{tftpAddr: l.TFTP.LocalAddr().String(), export: st.Default.String()}
-			if ln := passOn[fileMetrics]; ln != nil {
+			if ln, ok := passOn[fileMetrics].(net.Listener); ok {
 				r.metricsAddr = ln.Addr().String()
 			}
 			if l.NBD != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -44,6 +45,8 @@ func runTFTP(ctx context.Context, e *env, args []string) error {
 	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "how long running transfers may finish after SIGINT/SIGTERM")
 	metrics := fs.String("metrics-addr", "", "serve Prometheus metrics on this address")
 	config := fs.String("config", "", "TOML file of settings named like these flags; flags given here win")
+	var priv privFlags
+	priv.register(fs, true)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -70,6 +73,10 @@ func runTFTP(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	rm, err := remapFunc(*remap)
+	if err != nil {
+		return err
+	}
+	dropPriv, err := priv.dropper(e, map[string]string{"-upload-dir": *uploadDir})
 	if err != nil {
 		return err
 	}
@@ -107,6 +114,10 @@ func runTFTP(ctx context.Context, e *env, args []string) error {
 		if err := serveMetrics(ctx, e, *metrics, bootserver.TFTPCollector(srv.Stats)); err != nil {
 			return err
 		}
+	}
+	if err := dropPriv(); err != nil {
+		pc.Close()
+		return err
 	}
 	g := &group{}
 	g.add("tftp", func() error { return srv.Serve(pc) }, srv.Shutdown, srv.Close, tftp.ErrServerClosed)
@@ -151,6 +162,8 @@ func runNBD(ctx context.Context, e *env, args []string) error {
 	mmap := fs.Bool("mmap", false, "read images through a memory mapping instead of pread")
 	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "how long in-flight requests may finish after SIGINT/SIGTERM")
 	metrics := fs.String("metrics-addr", "", "serve Prometheus metrics on this address")
+	var priv privFlags
+	priv.register(fs, false)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -160,6 +173,14 @@ func runNBD(ctx context.Context, e *env, args []string) error {
 	onAttach := logNBDAttach(e)
 	if *config != "" {
 		cf, err := nbdconf.ReadConfigFile(*config)
+		if err != nil {
+			return err
+		}
+		if priv.user == "" && priv.group == "" && (cf.Generic.User != "" || cf.Generic.Group != "") {
+			// nbd-server's user= and group=; -user and -group win.
+			priv = privFlags{user: cf.Generic.User, group: cf.Generic.Group, from: "user= in " + *config}
+		}
+		dropPriv, err := priv.dropper(e, cowDirs(cf))
 		if err != nil {
 			return err
 		}
@@ -178,7 +199,11 @@ func runNBD(ctx context.Context, e *env, args []string) error {
 		}
 		defer closeDevices()
 		srv.Logger, srv.OnAttach = e.protoLog("nbd"), onAttach
-		return serveNBD(ctx, e, srv, cf.Generic.Addrs(), *addr, *metrics, *shutdown)
+		return serveNBD(ctx, e, srv, cf.Generic.Addrs(), *addr, *metrics, *shutdown, dropPriv)
+	}
+	dropPriv, err := priv.dropper(e, map[string]string{"-cow-dir": *cowDir})
+	if err != nil {
+		return err
 	}
 	set := &nbd.ExportSet{}
 	for _, spec := range exports {
@@ -200,40 +225,71 @@ func runNBD(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	srv := &nbd.Server{Exports: set, Logger: e.protoLog("nbd"), OnAttach: onAttach}
-	return serveNBD(ctx, e, srv, []string{fmt.Sprintf(":%d", nbd.DefaultPort)}, *addr, *metrics, *shutdown)
+	return serveNBD(ctx, e, srv, []string{fmt.Sprintf(":%d", nbd.DefaultPort)}, *addr, *metrics, *shutdown, dropPriv)
 }
 
-// serveNBD serves srv on the activated socket, or on addr, or on listenAddrs.
-func serveNBD(ctx context.Context, e *env, srv *nbd.Server, listenAddrs []string, addr, metrics string, shutdown time.Duration) error {
+// cowDirs are the directories the exports of cf write copy-on-write overlays into.
+func cowDirs(cf *nbdconf.ConfigFile) map[string]string {
+	dirs := map[string]string{}
+	for _, x := range cf.Exports {
+		switch {
+		case x.CopyOnWrite && x.CowDir != "":
+			dirs["cowdir of ["+x.Name+"]"] = x.CowDir
+		case x.CopyOnWrite:
+			dirs["the directory of ["+x.Name+"] (its overlays go next to the image)"] = filepath.Dir(x.Path)
+		}
+	}
+	return dirs
+}
+
+// serveNBD serves srv on the activated socket, or on addr, or on listenAddrs. dropPriv runs
+// once every socket is open, before the first request is served.
+func serveNBD(ctx context.Context, e *env, srv *nbd.Server, listenAddrs []string, addr, metrics string, shutdown time.Duration, dropPriv func() error) error {
 	if addr != "" {
 		listenAddrs = []string{addr}
 	}
-	g := &group{}
+	type named struct {
+		name string
+		ln   net.Listener
+	}
+	var lns []named
+	closeAll := func() {
+		for _, l := range lns {
+			l.ln.Close()
+		}
+	}
 	act := socketActivation(e)
 	if ln := act.listener("nbd"); ln != nil {
-		g.add("nbd", func() error { return srv.Serve(ln) }, srv.Shutdown, srv.Close, nbd.ErrServerClosed)
+		lns = append(lns, named{"nbd", ln})
 	} else {
 		for _, a := range listenAddrs {
 			ln, err := net.Listen("tcp", a)
 			if err != nil {
-				g.closeAll()
+				closeAll()
 				return privilegeHint("listen "+a, err, "CAP_NET_BIND_SERVICE")
 			}
 			e.log.Info("nbd listening", "addr", ln.Addr().String())
-			// One Server serves every listener; shutting it down once stops them all.
-			first := len(g.servers) == 0
-			shut, cl := srv.Shutdown, srv.Close
-			if !first {
-				shut, cl = func(context.Context) error { return nil }, func() error { return nil }
-			}
-			g.add("nbd "+a, func() error { return srv.Serve(ln) }, shut, cl, nbd.ErrServerClosed)
+			lns = append(lns, named{"nbd " + a, ln})
 		}
 	}
 	if metrics != "" {
 		if err := serveMetrics(ctx, e, metrics, bootserver.NBDCollector(srv.Stats)); err != nil {
-			g.closeAll()
+			closeAll()
 			return err
 		}
+	}
+	if err := dropPriv(); err != nil {
+		closeAll()
+		return err
+	}
+	g := &group{}
+	for i, l := range lns {
+		// One Server serves every listener; shutting it down once stops them all.
+		shut, cl := srv.Shutdown, srv.Close
+		if i > 0 {
+			shut, cl = func(context.Context) error { return nil }, func() error { return nil }
+		}
+		g.add(l.name, func() error { return srv.Serve(l.ln) }, shut, cl, nbd.ErrServerClosed)
 	}
 	notifyReady(e)
 	return g.wait(ctx, e, shutdown)
@@ -259,8 +315,14 @@ func runAoE(ctx context.Context, e *env, args []string) error {
 	announce := fs.Duration("announce", aoe.DefaultAnnounceInterval, "how often to broadcast the target's config (vblade: only at start)")
 	shutdown := fs.Duration("shutdown-timeout", 10*time.Second, "how long in-flight commands may finish after SIGINT/SIGTERM")
 	metrics := fs.String("metrics-addr", "", "serve Prometheus metrics on this address")
+	var priv privFlags
+	priv.register(fs, false)
 	allowArgs(fs)
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	dropPriv, err := priv.dropper(e, nil)
+	if err != nil {
 		return err
 	}
 	if fs.NArg() != 4 {
@@ -320,6 +382,11 @@ func runAoE(ctx context.Context, e *env, args []string) error {
 		if err := serveMetrics(ctx, e, *metrics, bootserver.AoECollector(tgt.Stats)); err != nil {
 			return err
 		}
+	}
+	// The raw socket and FILE are open: vblade's target keeps them for its whole life.
+	if err := dropPriv(); err != nil {
+		conn.Close()
+		return err
 	}
 	g := &group{}
 	g.add("aoe", func() error { return tgt.Serve(conn) }, tgt.Shutdown, tgt.Close, aoe.ErrServerClosed)

@@ -12,8 +12,13 @@ import (
 	"github.com/netroot/netroot/handoff"
 )
 
-// fileMetrics names the metrics listener among the sockets an upgrade passes on.
-const fileMetrics = "metrics"
+// Names of the sockets an upgrade passes on besides bootserver's: the metrics listener, and
+// with -user the HTTP listener and DHCP sockets (the new process cannot open them itself).
+const (
+	fileMetrics = "metrics"
+	fileHTTP    = "http"
+	fileDHCP    = "dhcp-" // + port
+)
 
 // runUpgradable runs srv until ctx ends (SIGINT, SIGTERM) and upgrades it on SIGUSR2: the
 // binary at the path netroot was started as is started again with the same arguments, gets the
@@ -72,13 +77,9 @@ func inheritedListener(inh *handoff.Inherited, name, addr string) (net.Listener,
 }
 
 // listenerFiles returns duplicates of ls's descriptors, named by their keys, for an upgrade.
-func listenerFiles(e *env, ls map[string]net.Listener) []handoff.File {
+func listenerFiles(e *env, ls map[string]syscall.Conn) []handoff.File {
 	var files []handoff.File
-	for name, l := range ls {
-		sc, ok := l.(syscall.Conn)
-		if !ok {
-			continue
-		}
+	for name, sc := range ls {
 		f, err := handoff.FileOf(sc)
 		if err != nil {
 			e.log.Warn("upgrade: not passing a listener on", "name", name, "err", err)
