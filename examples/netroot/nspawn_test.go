@@ -33,6 +33,8 @@ finish() { step "end active=$(systemctl is-active netroot.service)"; systemctl s
 
 if ! systemctl start netroot.service; then step "start failed"; finish; fi
 p0=$(mainpid); step "started pid=$p0"
+step "ids $(grep -E '^(Uid|Gid):' /proc/$p0/status | tr -s '\t' ' ' | tr '\n' ';')"
+step "cache uid=$(stat -c %u /var/lib/netroot/EXPORT) tftp uid=$(stat -c %u /var/lib/netroot/tftpboot/pxelinux.cfg/default)"
 ( nbdcopy -C 1 -R 1 --request-size=65536 nbd://127.0.0.1/EXPORT - 2> $W/nbdcopy.err; echo $? > $W/nbdcopy.rc ) | python3 /opt/t/pace.py $W/copy.img $W/progress &
 until_bytes 1048576
 systemctl restart netroot.service; rc=$?
@@ -142,6 +144,13 @@ func TestSystemdKeepsClientsInNspawn(t *testing.T) {
 	require.Len(t, pids, 3, "steps")
 	assert.NotEqual(t, pids[0][1], pids[1][1], "restart: a new main process")
 	assert.NotEqual(t, pids[1][1], pids[2][1], "SIGUSR2: MAINPID moved to the new process")
+	// The unit's DynamicUser: systemd starts netroot as a user of its own, never root.
+	ids := regexp.MustCompile(`(?m)^ids Uid: (\d+) (\d+) (\d+) (\d+);Gid: (\d+) (\d+) (\d+) (\d+);$`).FindStringSubmatch(steps)
+	require.NotNil(t, ids, "steps")
+	for _, id := range ids[1:] {
+		assert.NotEqual(t, "0", id, "netroot.service runs without root")
+	}
+	assert.Contains(t, steps, "cache uid="+ids[1]+" tftp uid="+ids[1]+"\n", "the state directory is the dynamic user's")
 	assert.Contains(t, steps, "restart rc=0 pid="+pids[1][1]+" active=active")
 	assert.Contains(t, steps, "usr2 pid="+pids[2][1]+" active=active")
 	assert.Regexp(t, `reload rc=0 pid=`+pids[2][1], steps)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -41,7 +42,12 @@ func TestSystemdUnits(t *testing.T) {
 		"NotifyAccess=all\n",        // the SIGUSR2 successor notifies before it is the main process
 		"FileDescriptorStoreMax=",   // restart keeps NBD connections
 		"ExecReload=/bin/kill -HUP", // reload rolls images forward; SIGUSR2 upgrades the binary
+		"DynamicUser=yes\n",         // never root; the state directory is the dynamic user's
+		"StateDirectory=netroot netroot/tftpboot\n",
 	} {
 		assert.Contains(t, service, want)
 	}
+	// A dynamic user is not root, and netroot's -user would fail: systemd drops privileges.
+	exec := regexp.MustCompile(`(?m)^ExecStart=.*$`).FindString(service)
+	assert.NotRegexp(t, ` -(user|group) `, exec)
 }
