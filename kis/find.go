@@ -167,8 +167,8 @@ func Find(dir string) ([]Build, error) {
 	}
 	sortBuilds(builds)
 	if len(builds) == 0 && len(errs) == 0 {
-		return nil, fmt.Errorf("kis: %s holds no kernel, initrd, root image or bundle of a KIS build (found %s): %w",
-			dir, listOrNone(clipList(all)), ErrNotFound)
+		return nil, kindErrorf(ErrNotFound, "kis: %s holds no kernel, initrd, root image or bundle of a KIS build (found %s)",
+			dir, listOrNone(clipList(all)))
 	}
 	return builds, errors.Join(errs...)
 }
@@ -313,7 +313,7 @@ func Newest(builds []Build, name string) (Build, error) {
 		if name == "" {
 			return Build{}, ErrNotFound
 		}
-		return Build{}, fmt.Errorf("kis: no build of image %q among %s: %w", name, listOrNone(ids), ErrNotFound)
+		return Build{}, kindErrorf(ErrNotFound, "kis: no build of image %q among %s", name, listOrNone(ids))
 	}
 	return builds[best], nil
 }

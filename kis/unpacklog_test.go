@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/netroot/netroot/kis"
@@ -171,4 +172,30 @@ func TestUnpackWithoutMD5(t *testing.T) {
 			assert.Contains(t, lines[1]["trusted"], filepath.Base(b.CompressedImage))
 		})
 	}
+}
+
+// A mismatch names the file and the sums once, with one "kis: " prefix, and is ErrChecksum.
+func TestMismatchErrorHasOnePrefix(t *testing.T) {
+	dir := t.TempDir()
+	b := write(t, dir, kistest.Spec{Compressed: true})
+	c, err := kis.ReadChecksum(b.MD5)
+	require.NoError(t, err)
+	text, err := os.ReadFile(b.MD5)
+	require.NoError(t, err)
+	bad := strings.Replace(string(text), c.Sum(), strings.Repeat("0", 32), 1)
+	require.NoError(t, os.WriteFile(b.MD5, []byte(bad), 0o644))
+	_, err = kis.Unpack(context.Background(), b, &kis.UnpackOptions{Dir: t.TempDir()})
+	require.ErrorIs(t, err, kis.ErrChecksum)
+	assert.Equal(t, 1, strings.Count(err.Error(), "kis: "), err.Error())
+	assert.Contains(t, err.Error(), "its md5 file says "+strings.Repeat("0", 32))
+
+	require.NoError(t, os.Remove(b.MD5))
+	b.MD5 = ""
+	err = kis.Verify(context.Background(), b, nil)
+	require.ErrorIs(t, err, kis.ErrNoChecksum)
+	assert.Equal(t, 1, strings.Count(err.Error(), "kis: "), err.Error())
+
+	_, err = kis.Find(t.TempDir())
+	require.ErrorIs(t, err, kis.ErrNotFound)
+	assert.Equal(t, 1, strings.Count(err.Error(), "kis: "), err.Error())
 }

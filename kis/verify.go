@@ -22,10 +22,24 @@ var ErrChecksum = errors.New("kis: image does not match its md5 file")
 // unchecked.
 var ErrNoChecksum = errors.New("kis: no md5 file to check the root image against")
 
+// kindError is an error of a kind a sentinel names (errors.Is(err, ErrChecksum)) whose
+// message already starts with "kis: ": wrapping the sentinel with %w would repeat the prefix.
+type kindError struct {
+	msg  string
+	kind error
+}
+
+func (e *kindError) Error() string        { return e.msg }
+func (e *kindError) Is(target error) bool { return target == e.kind }
+
+func kindErrorf(kind error, format string, args ...any) error {
+	return &kindError{msg: fmt.Sprintf(format, args...), kind: kind}
+}
+
 // noChecksum is the error for a build without its .md5.
 func noChecksum(b Build) error {
-	return fmt.Errorf("kis: build %s in %s has no md5 file %s: its root image cannot be checked (skip the check to use it unverified): %w",
-		b.ID(), b.Dir, b.ID()+".md5", ErrNoChecksum)
+	return kindErrorf(ErrNoChecksum, "kis: build %s in %s has no md5 file %s: its root image cannot be checked (skip the check to use it unverified)",
+		b.ID(), b.Dir, b.ID()+".md5")
 }
 
 // progressEvery is how many bytes pass between two progress reports (the last one is always
@@ -127,8 +141,8 @@ func verifyFile(ctx context.Context, file string, c Checksum, compressed bool, p
 			return err
 		}
 	} else if pr.total != c.Size() {
-		return fmt.Errorf("kis: %s is %d bytes, its md5 file says %d*%d = %d: %w",
-			file, pr.total, c.Blocks, c.BlockSize, c.Size(), ErrChecksum)
+		return kindErrorf(ErrChecksum, "kis: %s is %d bytes, its md5 file says %d*%d = %d",
+			file, pr.total, c.Blocks, c.BlockSize, c.Size())
 	}
 	r := pr
 	if compressed {
@@ -151,8 +165,8 @@ func verifyFile(ctx context.Context, file string, c Checksum, compressed bool, p
 // checkCompressedSize checks the size of the compressed file against c, when c records one.
 func checkCompressedSize(file string, size int64, c Checksum) error {
 	if cs := c.CompressedSize(); cs >= 0 && cs != size {
-		return fmt.Errorf("kis: %s is %d bytes, its md5 file says %d*%d = %d: %w",
-			file, size, c.CompressedBlocks, c.CompressedBlockSize, cs, ErrChecksum)
+		return kindErrorf(ErrChecksum, "kis: %s is %d bytes, its md5 file says %d*%d = %d",
+			file, size, c.CompressedBlocks, c.CompressedBlockSize, cs)
 	}
 	return nil
 }
@@ -160,13 +174,13 @@ func checkCompressedSize(file string, size int64, c Checksum) error {
 // compareSum checks the MD5 and size of the uncompressed data read from file.
 func compareSum(file string, h hash.Hash, n int64, c Checksum) error {
 	if n != c.Size() {
-		return fmt.Errorf("kis: %s holds %d bytes of image, its md5 file says %d*%d = %d: %w",
-			file, n, c.Blocks, c.BlockSize, c.Size(), ErrChecksum)
+		return kindErrorf(ErrChecksum, "kis: %s holds %d bytes of image, its md5 file says %d*%d = %d",
+			file, n, c.Blocks, c.BlockSize, c.Size())
 	}
 	var got [16]byte
 	h.Sum(got[:0])
 	if got != c.MD5 {
-		return fmt.Errorf("kis: %s has md5 %x, its md5 file says %s: %w", file, got, c.Sum(), ErrChecksum)
+		return kindErrorf(ErrChecksum, "kis: %s has md5 %x, its md5 file says %s", file, got, c.Sum())
 	}
 	return nil
 }
@@ -314,8 +328,8 @@ func verifyBundle(ctx context.Context, b Build, progress func(done, total int64)
 		return fmt.Errorf("kis: bundle %s is missing %s", b.Bundle, strings.Join(missing, ", "))
 	}
 	if cs := sum.CompressedSize(); compressedSize >= 0 && cs >= 0 && cs != compressedSize {
-		return fmt.Errorf("kis: bundle %s: %s is %d bytes, its md5 file says %d: %w",
-			b.Bundle, imageName, compressedSize, cs, ErrChecksum)
+		return kindErrorf(ErrChecksum, "kis: bundle %s: %s is %d bytes, its md5 file says %d",
+			b.Bundle, imageName, compressedSize, cs)
 	}
 	return compareSum(b.Bundle+":"+imageName, h, n, *sum)
 }

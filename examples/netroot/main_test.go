@@ -318,7 +318,7 @@ func TestServeRefusesUnbootableSetups(t *testing.T) {
 			"pxelinux"},
 		{"no kis dir", []string{"serve", "-server-ip", "127.0.0.1", "-allow-loopback"}, "-kis DIR is required"},
 		{"empty kis dir", []string{"serve", "-kis", t.TempDir(), "-tftp-root", t.TempDir(), "-server-ip", "127.0.0.1", "-allow-loopback", "-allow-nonstandard-nbd-port", "-nbd-addr", "127.0.0.1:0"},
-			"no KIS build found"},
+			"holds no kernel, initrd, root image or bundle of a KIS build"},
 		{"nothing to serve", []string{"serve", "-kis", kisDir, "-nbd=false"}, "nothing to serve"},
 		{"aoe vblade args", []string{"aoe", "0", "1", "nosuch0", "/dev/null"}, `IFACE "nosuch0": no such network interface`},
 		{"aoe broadcast shelf", []string{"aoe", "65535", "1", "lo", "/dev/null"}, `SHELF "65535"`},
