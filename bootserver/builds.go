@@ -122,6 +122,31 @@ func (s *Server) Reload(ctx context.Context) error {
 	return s.reload(ctx, reloadExplicit)
 }
 
+// loggedError is an error that reload has logged already (a rejected build). Reload still
+// returns it; Unlogged leaves it out of what a caller logs.
+type loggedError struct{ error }
+
+func (e loggedError) Unwrap() error { return e.error }
+
+// Unlogged returns what of an error from Reload the Server has not logged itself (it logs each
+// rejected build as it rejects it), or nil when that is all: what a caller that logs Reload's
+// errors should log, so that one failure makes one line.
+func Unlogged(err error) error {
+	switch e := err.(type) {
+	case nil, loggedError:
+		return nil
+	case interface{ Unwrap() []error }:
+		var rest []error
+		for _, x := range e.Unwrap() {
+			if x = Unlogged(x); x != nil {
+				rest = append(rest, x)
+			}
+		}
+		return errors.Join(rest...)
+	}
+	return err
+}
+
 func (s *Server) reload(ctx context.Context, kind reloadKind) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
@@ -186,13 +211,14 @@ func (s *Server) reload(ctx context.Context, kind reloadKind) error {
 				s.rejected[info.ID] = info.Stamp
 				s.rejectedWhy[info.ID] = err.Error()
 				s.mu.Unlock()
-				s.log().Error("build rejected: still serving the previous one", "build", info.ID.String(), "err", err)
 				s.emit(Event{Kind: BuildRejected, Build: info.ID, Err: err})
 				if kind == reloadInitial {
+					// Nothing is served yet: Run fails with err, and its caller reports it.
 					s.release(added, false)
 					return err
 				}
-				errs = append(errs, err)
+				s.log().Error("build rejected: still serving the previous one", "build", info.ID.String(), "err", err)
+				errs = append(errs, loggedError{err})
 				continue
 			}
 			added = append(added, nb)

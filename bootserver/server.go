@@ -386,7 +386,7 @@ loop:
 			g.errc <- nil // counted below with the others
 			break loop
 		case <-watch:
-			if err := s.reload(ctx, reloadWatch); err != nil {
+			if err := Unlogged(s.reload(ctx, reloadWatch)); err != nil {
 				s.log().Warn("watch", "err", err)
 			}
 		case <-sweep.C:
@@ -614,6 +614,8 @@ func (e *ListenError) Unwrap() error { return e.Err }
 
 func (s *Server) onTransfer(ti tftp.TransferInfo) {
 	switch {
+	case ti.Err != nil && s.ProtocolLogger != nil:
+		// The TFTP server has logged the failure (one line per failure).
 	case errors.Is(ti.Err, tftp.ErrFileNotFound):
 		// pxelinux asks for pxelinux.cfg/<uuid>, <mac>, <hex ip>... before default.
 		s.log().Debug("tftp file not found", "client", ti.Remote, "file", ti.Filename)

@@ -412,7 +412,8 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 				return
 			case <-hup:
 				e.log.Info("SIGHUP: looking for new builds")
-				if err := srv.Reload(ctx); err != nil {
+				// A rejected build is logged by srv already: one failure, one line.
+				if err := bootserver.Unlogged(srv.Reload(ctx)); err != nil {
 					e.log.Error("reload", "err", err)
 				}
 			}
