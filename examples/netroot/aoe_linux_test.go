@@ -151,6 +151,23 @@ func TestAoEInNetworkNamespaces(t *testing.T) {
 		require.NoError(t, err)
 		assert.True(t, bytes.Equal(data, after), "a read-only export leaves the file alone")
 	})
+
+	t.Run("vblade as nobody", func(t *testing.T) {
+		// The raw socket and the file (in root's private temporary folder) are opened as root;
+		// then the target runs as nobody.
+		img := filepath.Join(t.TempDir(), "disk.img")
+		data := make([]byte, 1<<20)
+		_, _ = rand.Read(data)
+		require.NoError(t, os.WriteFile(img, data, 0o600))
+		sum := md5.Sum(data)
+		p := startIn(t, ip, nsA, "aoe", "-r", "-user", "nobody", "0", "2", ifA, img)
+		p.waitLog(t, `msg="dropped root privileges" user=nobody`)
+		p.waitLog(t, `msg="aoe serving"`)
+		assert.Equal(t, nobodyIDs, idLines(t, p.cmd.Process.Pid))
+		readFrom(t, 0, 2, hex.EncodeToString(sum[:]))
+		require.NoError(t, p.cmd.Process.Signal(os.Interrupt))
+		assert.NoError(t, p.wait(t))
+	})
 }
 
 // startIn runs the binary inside network namespace ns.
