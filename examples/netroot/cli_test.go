@@ -107,7 +107,7 @@ func TestInspectFailsOnABadImage(t *testing.T) {
 	out, errOut, code = runBinary(t, "inspect", "-kis", dir)
 	assert.Equal(t, 1, code, "a failed check fails the command: %s", out)
 	assert.Contains(t, out, "BAD")
-	assert.Contains(t, errOut, "md5 mismatch in leap.x86_64-1.0.0")
+	assert.Contains(t, errOut, "md5 check failed for leap.x86_64-1.0.0")
 }
 
 // TestServeReplicasPlaceMachines: with -replicas every machine's config names the replica its

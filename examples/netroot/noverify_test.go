@@ -75,3 +75,19 @@ func TestStageLogsUnpackSteps(t *testing.T) {
 		assert.NotContains(t, l, `msg="unpacked root image"`, "nothing is unpacked again")
 	}
 }
+
+// inspect fails for a build without .md5, saying what -no-verify does; with it, it passes and
+// still says the file is missing.
+func TestInspectBuildWithoutMD5(t *testing.T) {
+	kisDir := t.TempDir()
+	b, err := kistest.Write(kisDir, kistest.Spec{Name: "leap", Version: "1.0.0", Compressed: true})
+	require.NoError(t, err)
+	require.NoError(t, os.Remove(b.MD5))
+	stdout, stderr, code := runBinary(t, "inspect", "-kis", kisDir)
+	assert.Equal(t, 1, code, stderr)
+	assert.Contains(t, stdout, "MISSING leap.x86_64-1.0.0.md5: serve and stage refuse this build (-no-verify serves it unverified)")
+	assert.Contains(t, stderr, "md5 check failed for leap.x86_64-1.0.0")
+	stdout, stderr, code = runBinary(t, "inspect", "-kis", kisDir, "-no-verify")
+	assert.Zero(t, code, stderr)
+	assert.Contains(t, stdout, "MISSING leap.x86_64-1.0.0.md5 (-no-verify serves it unverified)")
+}

@@ -259,7 +259,7 @@ func runInspect(ctx context.Context, e *env, args []string) error {
 		return findErr
 	}
 	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	var bad []string // builds whose root image does not match its md5
+	var bad []string // builds whose root image does not match its md5, or that have none
 	for i, b := range builds {
 		if i > 0 {
 			fmt.Fprintln(w)
@@ -284,6 +284,11 @@ func runInspect(ctx context.Context, e *env, args []string) error {
 		}
 		status := "not checked"
 		switch {
+		case b.MD5 == "" && b.Bundle == "" && *noVerify:
+			status = "MISSING " + b.ID() + ".md5 (-no-verify serves it unverified)"
+		case b.MD5 == "" && b.Bundle == "":
+			status = "MISSING " + b.ID() + ".md5: serve and stage refuse this build (-no-verify serves it unverified)"
+			bad = append(bad, b.ID())
 		case *noVerify:
 		case b.Image == "":
 			status = "not checked (image is compressed or bundled; serve or stage unpacks it)"
@@ -306,9 +311,9 @@ func runInspect(ctx context.Context, e *env, args []string) error {
 	// A failed check fails the command, so scripts can use inspect as a gate.
 	switch {
 	case len(bad) > 0 && findErr != nil:
-		return fmt.Errorf("inspect: md5 mismatch in %s, and unusable builds: %w", strings.Join(bad, ", "), findErr)
+		return fmt.Errorf("inspect: md5 check failed for %s, and unusable builds: %w", strings.Join(bad, ", "), findErr)
 	case len(bad) > 0:
-		return fmt.Errorf("inspect: md5 mismatch in %s", strings.Join(bad, ", "))
+		return fmt.Errorf("inspect: md5 check failed for %s", strings.Join(bad, ", "))
 	case findErr != nil:
 		return fmt.Errorf("inspect: unusable builds: %w", findErr)
 	}
