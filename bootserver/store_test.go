@@ -152,8 +152,8 @@ func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 		for _, m := range mf.GetMetric() {
 			name := mf.GetName()
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "build" {
-					name += "{build=" + l.GetValue() + "}"
+				if l.GetName() == "build" || l.GetName() == "replica" {
+					name += "{" + l.GetName() + "=" + l.GetValue() + "}"
 				}
 			}
 			switch {
