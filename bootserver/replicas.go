@@ -62,10 +62,8 @@ func (r *ReplicaSet) NBDHost(mac net.HardwareAddr) netip.Addr {
 // second until it succeeds. It returns ctx's error.
 func (r *ReplicaSet) Run(ctx context.Context, s *Server) error {
 	go r.health.Run(ctx)
-	retry := time.NewTimer(0)
-	if !retry.Stop() {
-		<-retry.C
-	}
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
 	pending := false
 	for {
 		select {

@@ -54,8 +54,9 @@ type HealthConfig struct {
 	// Timeout bounds each probe; 0 means DefaultProbeTimeout.
 	Timeout time.Duration
 	// DownAfter consecutive failed probes mark an up replica down, and UpAfter consecutive
-	// good ones mark a down replica up; 0 means DefaultDownAfter and DefaultUpAfter. The first
-	// round decides each replica's state alone (no replica is assumed up or down until probed).
+	// good ones mark a down replica up; 0 means DefaultDownAfter and DefaultUpAfter. A replica
+	// starts up (so replicas starting together do not mark each other down while their
+	// listeners open): one that is down at the start is marked down after DownAfter probes.
 	DownAfter, UpAfter int
 	// OnChange, when not nil, is called (from Run's goroutine) with the healthy replicas each
 	// time the set changes (before the first round, all replicas count as healthy).
@@ -69,7 +70,7 @@ type HealthConfig struct {
 type ReplicaHealth struct {
 	Replica string
 	Up      bool
-	Since   time.Time // of the last change (or of the first probe)
+	Since   time.Time // of the last change (or of joining the set)
 	// Failures and Successes count the probes since the last result of the other kind.
 	Failures, Successes int
 	LastError           string // of the last failed probe
@@ -80,7 +81,7 @@ type ReplicaHealth struct {
 // hysteresis, so that every replica places machines over the same healthy set
 // (PickReplica(mac, h.Healthy())): a machine keeps its replica while that one is up, and
 // machines booting while one is down go to the one rendezvous hashing ranks next. A replica
-// not probed yet (before the first round, or just added by SetReplicas) counts as up, so
+// not probed yet (before the first rounds, or just added by SetReplicas) counts as up, so
 // placement starts as the static list's. It is safe for concurrent use.
 type Health struct {
 	cfg  HealthConfig
@@ -90,7 +91,6 @@ type Health struct {
 	mu      sync.Mutex
 	state   map[string]*ReplicaHealth
 	order   []string
-	probed  map[string]bool
 	healthy []string // as last reported to OnChange
 }
 
@@ -115,14 +115,14 @@ func NewHealth(cfg HealthConfig) *Health {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &Health{cfg: cfg, log: log, kick: make(chan struct{}, 1), state: map[string]*ReplicaHealth{}, probed: map[string]bool{}}
+	h := &Health{cfg: cfg, log: log, kick: make(chan struct{}, 1), state: map[string]*ReplicaHealth{}}
 	h.setReplicas(cfg.Replicas)
 	h.healthy = slices.Clone(h.order) // what placement assumes before the first round
 	return h
 }
 
 // SetReplicas replaces the replica set (a re-read replica file, say). Replicas kept keep their
-// state; new ones count as up until their first probe, which comes at once.
+// state; new ones count as up until DownAfter probes failed (the first comes at once).
 func (h *Health) SetReplicas(replicas []string) {
 	h.mu.Lock()
 	changed := h.setReplicas(replicas)
@@ -151,11 +151,6 @@ func (h *Health) setReplicas(replicas []string) bool {
 			next[r] = st
 		} else {
 			next[r] = &ReplicaHealth{Replica: r, Up: true, Since: time.Now()}
-		}
-	}
-	for r := range h.probed {
-		if next[r] == nil {
-			delete(h.probed, r)
 		}
 	}
 	h.state, h.order = next, order
@@ -246,15 +241,13 @@ func (h *Health) Round(ctx context.Context) {
 		if st == nil {
 			continue // removed meanwhile
 		}
-		first := !h.probed[r]
-		h.probed[r] = true
 		st.Probes++
 		if errs[i] != nil {
 			st.Failed++
 			st.Failures++
 			st.Successes = 0
 			st.LastError = errs[i].Error()
-			if st.Up && (first || st.Failures >= h.cfg.DownAfter) {
+			if st.Up && st.Failures >= h.cfg.DownAfter {
 				st.Up, st.Since = false, now
 				h.log.Warn("store: replica down: machines booting now go to the next replica", "replica", r,
 					"failed_probes", st.Failures, "err", errs[i])
@@ -263,12 +256,9 @@ func (h *Health) Round(ctx context.Context) {
 		}
 		st.Successes++
 		st.Failures = 0
-		if !st.Up && (first || st.Successes >= h.cfg.UpAfter) {
+		if !st.Up && st.Successes >= h.cfg.UpAfter {
 			st.Up, st.Since = true, now
 			h.log.Info("store: replica up", "replica", r, "good_probes", st.Successes)
-		}
-		if first {
-			st.Since = now
 		}
 	}
 	healthy := h.healthyLocked()

@@ -100,16 +100,19 @@ func TestHealthHysteresis(t *testing.T) {
 	assert.Contains(t, out, "replica=192.0.2.2")
 }
 
-func TestHealthFirstRoundDecides(t *testing.T) {
+func TestHealthStartsUp(t *testing.T) {
 	var lan fakeProbes
 	lan.set("192.0.2.3", true)
 	var changes [][]string
 	h := store.NewHealth(store.HealthConfig{
-		Replicas: []string{"192.0.2.1", "192.0.2.2", "192.0.2.3"}, Probe: lan.probe,
+		Replicas: []string{"192.0.2.1", "192.0.2.2", "192.0.2.3"}, Probe: lan.probe, DownAfter: 2,
 		OnChange: func(healthy []string) { changes = append(changes, healthy) },
 	})
 	h.Round(context.Background())
-	assert.Equal(t, []string{"192.0.2.1", "192.0.2.2"}, h.Healthy(), "one failed first probe is enough: nothing was known")
+	assert.Equal(t, []string{"192.0.2.1", "192.0.2.2", "192.0.2.3"}, h.Healthy(), "up until DownAfter probes failed, from the start too")
+	assert.Empty(t, changes)
+	h.Round(context.Background())
+	assert.Equal(t, []string{"192.0.2.1", "192.0.2.2"}, h.Healthy())
 	assert.Equal(t, [][]string{{"192.0.2.1", "192.0.2.2"}}, changes)
 }
 
@@ -162,7 +165,7 @@ func TestHealthSetReplicas(t *testing.T) {
 	lan.set("192.0.2.2", true)
 	var changes [][]string
 	h := store.NewHealth(store.HealthConfig{
-		Replicas: []string{"192.0.2.1", "192.0.2.2"}, Probe: lan.probe,
+		Replicas: []string{"192.0.2.1", "192.0.2.2"}, Probe: lan.probe, DownAfter: 1,
 		OnChange: func(healthy []string) { changes = append(changes, healthy) },
 	})
 	ctx := context.Background()
@@ -172,7 +175,7 @@ func TestHealthSetReplicas(t *testing.T) {
 	assert.Equal(t, []string{"192.0.2.1", "192.0.2.4"}, h.Healthy(), "kept state for .2, .4 assumed up, duplicates dropped")
 	lan.set("192.0.2.4", true)
 	h.Round(ctx)
-	assert.Equal(t, []string{"192.0.2.1"}, h.Healthy(), "a new replica's first probe decides")
+	assert.Equal(t, []string{"192.0.2.1"}, h.Healthy(), "the new replica is probed like the others")
 	h.SetReplicas([]string{"192.0.2.1"})
 	assert.Len(t, h.Status(), 1)
 	h.Round(ctx)
@@ -207,7 +210,7 @@ func TestHealthRunProbesUntilCancelled(t *testing.T) {
 // TestHealthProbeTimeout: a probe that hangs counts as failed after Timeout.
 func TestHealthProbeTimeout(t *testing.T) {
 	h := store.NewHealth(store.HealthConfig{
-		Replicas: []string{"192.0.2.9"}, Timeout: 20 * time.Millisecond,
+		Replicas: []string{"192.0.2.9"}, Timeout: 20 * time.Millisecond, DownAfter: 1,
 		Probe: func(ctx context.Context, _ string) error { <-ctx.Done(); return ctx.Err() },
 	})
 	start := time.Now()
