@@ -154,7 +154,10 @@ func (s *StoreSource) Open(ctx context.Context, b BuildInfo) (*Image, error) {
 var storeMetrics = struct {
 	counters                  []*prometheus.Desc
 	memory, disk, manifestBts *prometheus.Desc
+	breaker                   *prometheus.Desc
 }{
+	breaker: prometheus.NewDesc("netroot_store_breaker_open",
+		"store: the circuit breaker's state: 0 closed (fetches go to the store), 1 open (reads of chunks not cached fail at once), 2 half-open (one fetch tries the store)", nil, nil),
 	memory:      prometheus.NewDesc("netroot_store_cache_memory_bytes", "store: chunk bytes held in memory", nil, nil),
 	disk:        prometheus.NewDesc("netroot_store_cache_disk_bytes", "store: chunk bytes held in the disk cache", nil, nil),
 	manifestBts: prometheus.NewDesc("netroot_store_read_bytes_total", "store: bytes read through devices, per manifest", []string{"manifest", "build"}, nil),
@@ -175,6 +178,8 @@ var storeCounters = []struct {
 	{"origin_errors", "failed fetches from the store", func(s store.Stats) int64 { return s.OriginErrors }},
 	{"corrupt_chunks", "chunks whose content did not match their hash", func(s store.Stats) int64 { return s.CorruptChunks }},
 	{"read_errors", "reads that returned an error", func(s store.Stats) int64 { return s.ReadErrors }},
+	{"breaker_trips", "times the circuit breaker opened after failed fetches in a row", func(s store.Stats) int64 { return s.BreakerTrips }},
+	{"fast_failures", "fetches the open circuit breaker refused (reads failed at once)", func(s store.Stats) int64 { return s.FastFailures }},
 }
 
 func init() {
@@ -193,6 +198,7 @@ func (s *StoreSource) Describe(ch chan<- *prometheus.Desc) {
 	ch <- storeMetrics.memory
 	ch <- storeMetrics.disk
 	ch <- storeMetrics.manifestBts
+	ch <- storeMetrics.breaker
 }
 
 // Collect implements prometheus.Collector.
@@ -206,6 +212,7 @@ func (s *StoreSource) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(storeMetrics.memory, prometheus.GaugeValue, float64(st.MemoryBytes))
 	ch <- prometheus.MustNewConstMetric(storeMetrics.disk, prometheus.GaugeValue, float64(st.DiskBytes))
+	ch <- prometheus.MustNewConstMetric(storeMetrics.breaker, prometheus.GaugeValue, float64(st.Breaker))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id, n := range st.ManifestBytes {

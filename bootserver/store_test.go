@@ -152,8 +152,8 @@ func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 		for _, m := range mf.GetMetric() {
 			name := mf.GetName()
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "build" {
-					name += "{build=" + l.GetValue() + "}"
+				if l.GetName() == "build" || l.GetName() == "replica" {
+					name += "{" + l.GetName() + "=" + l.GetValue() + "}"
 				}
 			}
 			switch {
@@ -165,4 +165,34 @@ func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// TestStoreSourceBreakerMetrics: the chunk cache's circuit breaker shows in the metrics.
+func TestStoreSourceBreakerMetrics(t *testing.T) {
+	s3 := storetest.NewServer(t)
+	st := s3.Store(t, "images", "site")
+	pushBuild(t, st, "leap", "1.0.0", 1, nil)
+	cache, err := store.NewCache(st, &store.CacheConfig{BreakAfter: 1, BreakFor: time.Hour, Readahead: -1})
+	require.NoError(t, err)
+	src := &bootserver.StoreSource{Cache: cache}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(src)
+	tag, err := st.Tag(context.Background(), "leap.x86_64")
+	require.NoError(t, err)
+	m, err := st.Manifest(context.Background(), tag.Manifest)
+	require.NoError(t, err)
+	dev, err := cache.Open(tag.Manifest, m, "image")
+	require.NoError(t, err)
+	assert.Equal(t, 0.0, gather(t, reg)["netroot_store_breaker_open"])
+
+	s3.SetDown(true)
+	_, err = dev.ReadAt(make([]byte, 512), 0)
+	require.Error(t, err)
+	require.Eventually(t, func() bool { return gather(t, reg)["netroot_store_breaker_open"] == 1 }, 5*time.Second, time.Millisecond)
+	_, err = dev.ReadAt(make([]byte, 512), 0)
+	require.ErrorIs(t, err, store.ErrUnavailable)
+	metrics := gather(t, reg)
+	assert.Equal(t, 1.0, metrics["netroot_store_breaker_trips_total"])
+	assert.Equal(t, 1.0, metrics["netroot_store_fast_failures_total"])
+	assert.Equal(t, 2.0, metrics["netroot_store_read_errors_total"])
 }

@@ -43,6 +43,13 @@ type CacheConfig struct {
 	// MaxFetches bounds the fetches from the store in flight at once; readahead gives way first.
 	// 0 means DefaultMaxFetches.
 	MaxFetches int
+	// BreakAfter consecutive failed fetches (store unreachable, timing out or failing; not a
+	// missing or corrupt chunk) open the circuit breaker: for BreakFor, reads that miss the
+	// cache fail at once with ErrUnavailable instead of waiting FetchTimeout each, while cached
+	// chunks are served as always; then one fetch tries the store, and closes the breaker if it
+	// succeeds. 0 means DefaultBreakAfter and DefaultBreakFor; a negative BreakAfter, no breaker.
+	BreakAfter int
+	BreakFor   time.Duration
 	// Logger receives failed fetches (warn) and cache evictions (debug); nil means silent.
 	Logger *slog.Logger
 }
@@ -60,8 +67,13 @@ type Stats struct {
 	OriginErrors   int64 // fetches that failed (store unreachable, timeout, missing chunk)
 	CorruptChunks  int64 // chunks whose content did not match their hash
 	ReadErrors     int64 // reads that returned an error
-	MemoryBytes    int64 // bytes held in memory now
-	DiskBytes      int64 // bytes held in the disk cache now
+	// Breaker is the circuit breaker's state now; BreakerTrips counts the times it opened and
+	// FastFailures the fetches it refused (reads failed at once, readahead skipped).
+	Breaker      BreakerState
+	BreakerTrips int64
+	FastFailures int64
+	MemoryBytes  int64 // bytes held in memory now
+	DiskBytes    int64 // bytes held in the disk cache now
 	// ManifestBytes counts the bytes read through devices, per manifest.
 	ManifestBytes map[Hash]int64
 }
@@ -74,6 +86,7 @@ type Cache struct {
 	readahead    int
 	fetchTimeout time.Duration
 	fetchSlots   chan struct{}
+	brk          breaker
 
 	mu       sync.Mutex
 	mem      *lru
@@ -112,6 +125,12 @@ func NewCache(st *Store, cfg *CacheConfig) (*Cache, error) {
 	if c.MaxFetches <= 0 {
 		c.MaxFetches = DefaultMaxFetches
 	}
+	if c.BreakAfter == 0 {
+		c.BreakAfter = DefaultBreakAfter
+	}
+	if c.BreakFor <= 0 {
+		c.BreakFor = DefaultBreakFor
+	}
 	log := c.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -119,6 +138,7 @@ func NewCache(st *Store, cfg *CacheConfig) (*Cache, error) {
 	cc := &Cache{
 		st: st, log: log, readahead: max(c.Readahead, 0), fetchTimeout: c.FetchTimeout,
 		fetchSlots: make(chan struct{}, c.MaxFetches),
+		brk:        breaker{limit: max(c.BreakAfter, 0), coolDown: c.BreakFor, now: time.Now},
 		mem:        newLRU(c.MemoryBytes), inflight: make(map[Hash]*fetch), perMan: make(map[Hash]*atomic.Int64),
 	}
 	if c.DiskDir != "" {
@@ -177,6 +197,7 @@ func (c *Cache) Stats() Stats {
 		OriginErrors: c.originErrs.Load(), CorruptChunks: c.corrupt.Load(), ReadErrors: c.errs.Load(),
 		ManifestBytes: make(map[Hash]int64),
 	}
+	s.Breaker, s.BreakerTrips, s.FastFailures = c.brk.stats()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s.MemoryBytes = c.mem.used
@@ -247,7 +268,7 @@ func (c *Cache) chunk(ctx context.Context, h Hash, size int64) ([]byte, error) {
 		}
 		// A fetch joined late may fail on its own deadline while this read still has time:
 		// then this read tries once more with a fetch of its own.
-		if f.err != nil && joined && attempt == 0 && ctx.Err() == nil && !errors.Is(f.err, ErrCorrupt) {
+		if f.err != nil && joined && attempt == 0 && ctx.Err() == nil && !errors.Is(f.err, ErrCorrupt) && !errors.Is(f.err, ErrUnavailable) {
 			continue
 		}
 		return f.data, f.err
@@ -272,6 +293,9 @@ func (c *Cache) prefetch(h Hash, size int64) {
 	}
 	if len(c.fetchSlots) >= cap(c.fetchSlots)/2 {
 		return // readahead gives way to reads
+	}
+	if st, _, _ := c.brk.stats(); st != BreakerClosed {
+		return // the store is not answering; the probe is for a read
 	}
 	c.startLocked(h, size, true)
 }
@@ -306,12 +330,17 @@ func (c *Cache) fill(f *fetch, h Hash, size int64, ahead bool) {
 }
 
 func (c *Cache) fetchOrigin(h Hash, size int64) ([]byte, error) {
+	ok, probe := c.brk.allow()
+	if !ok {
+		return nil, fmt.Errorf("store: chunk %s: %w", h, ErrUnavailable)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.fetchTimeout)
 	defer cancel()
 	select {
 	case c.fetchSlots <- struct{}{}:
 	case <-ctx.Done():
 		c.originErrs.Add(1)
+		c.breakerDone(probe, true, nil)
 		return nil, fmt.Errorf("store: chunk %s: waiting for a fetch slot: %w", h, ctx.Err())
 	}
 	defer func() { <-c.fetchSlots }()
@@ -323,10 +352,28 @@ func (c *Cache) fetchOrigin(h Hash, size int64) ([]byte, error) {
 			c.corrupt.Add(1)
 		}
 		c.log.Warn("chunk fetch failed", "chunk", h.String(), "err", err)
+		// A missing or corrupt chunk is the store answering: it does not count against it.
+		c.breakerDone(probe, !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrNotFound), err)
 		return nil, err
 	}
+	c.breakerDone(probe, false, nil)
 	c.originBytes.Add(int64(len(data)))
 	return data, nil
+}
+
+// breakerDone records a fetch's outcome with the breaker and logs its state changes.
+func (c *Cache) breakerDone(probe, failed bool, err error) {
+	from, to := c.brk.done(probe, failed)
+	switch {
+	case from == to:
+	case to == BreakerOpen && from == BreakerClosed:
+		c.log.Warn("store unreachable: circuit breaker open; reads of chunks not cached fail at once",
+			"failed_fetches", c.brk.limit, "cool_down", c.brk.coolDown, "err", err)
+	case to == BreakerOpen:
+		c.log.Debug("store still unreachable: circuit breaker stays open", "cool_down", c.brk.coolDown, "err", err)
+	case to == BreakerClosed:
+		c.log.Info("store reachable again: circuit breaker closed")
+	}
 }
 
 func (c *Cache) readDisk(h Hash, size int64) ([]byte, bool) {

@@ -210,7 +210,8 @@ func TestDeviceDiskCache(t *testing.T) {
 
 func TestDeviceStoreGoesAway(t *testing.T) {
 	p := pushNoise(t, 8)
-	c, d := p.open(t, &store.CacheConfig{Readahead: -1, FetchTimeout: 300 * time.Millisecond})
+	// No breaker: every cold read goes to the store and must give up on its own (breaker_test.go has the breaker).
+	c, d := p.open(t, &store.CacheConfig{Readahead: -1, FetchTimeout: 300 * time.Millisecond, BreakAfter: -1})
 	half := make([]byte, 4*testChunk)
 	_, err := d.ReadAt(half, 0)
 	require.NoError(t, err)

@@ -321,5 +321,19 @@ func TestInteropRGW(t *testing.T) {
 		// nbdcopy of the whole export fails and says so, rather than hanging or copying holes.
 		_, err = nbdcopy(t, nbdcopyProg, r.addr, tag)
 		assert.Error(t, err)
+
+		// Failed fetches in a row open the circuit breaker: then cold reads fail at once, and
+		// cached ones are still served.
+		require.Eventually(t, func() bool {
+			cl.ReadAt(got[len(v2)-8192:len(v2)-4096], int64(len(v2)-8192))
+			return r.cache.Stats().Breaker == store.BreakerOpen
+		}, 60*time.Second, 10*time.Millisecond)
+		start = time.Now()
+		_, err = cl.ReadAt(got[len(v2)-4096:], int64(len(v2)-4096))
+		require.True(t, errors.As(err, &nerr), "a cold read with the breaker open is an NBD error reply, got %v", err)
+		t.Logf("with the gateway down: a cold read failed after %v with the breaker open (fetch timeout 2s)", time.Since(start))
+		assert.Positive(t, r.cache.Stats().FastFailures)
+		_, err = cl.ReadAt(again[:4096], 0)
+		require.NoError(t, err)
 	})
 }

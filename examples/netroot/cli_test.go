@@ -3,10 +3,12 @@ package main_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -110,14 +112,14 @@ func TestInspectFailsOnABadImage(t *testing.T) {
 	assert.Contains(t, errOut, "md5 check failed for leap.x86_64-1.0.0")
 }
 
-// TestServeReplicasPlaceMachines: with -replicas every machine's config names the replica its
-// MAC hashes to, as store.PickReplica computes it on every replica.
+// TestServeReplicasPlaceMachines: with -replicas and no probes every machine's config names the
+// replica its MAC hashes to, as store.PickReplica computes it on every replica.
 func TestServeReplicasPlaceMachines(t *testing.T) {
 	kisDir, _, _ := fakeBuild(t, []byte("initrd"))
 	tftpRoot := t.TempDir()
 	replicas := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
 	macs := []string{"52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:03", "52:54:00:00:00:04"}
-	args := serveArgs(kisDir, tftpRoot, "-no-bootloader", "-replicas", strings.Join(replicas, ","))
+	args := serveArgs(kisDir, tftpRoot, "-no-bootloader", "-replicas", strings.Join(replicas, ","), "-replica-probe-interval", "0")
 	for _, m := range macs {
 		args = append(args, "-mac", m)
 	}
@@ -140,4 +142,44 @@ func TestServeReplicasPlaceMachines(t *testing.T) {
 	_, errOut, code := runBinary(t, serveArgs(kisDir, t.TempDir(), "-replicas", "127.0.0.1,host-b")...)
 	assert.Equal(t, 2, code)
 	assert.Contains(t, errOut, `-replicas: "host-b" is not an IPv4 address`)
+}
+
+// TestServeReplicasFileProbed: with -replicas-file the replicas are probed over NBD; one that
+// does not answer is marked down (logged once), the configs stop naming it, and a replica
+// added to the file is probed and used.
+func TestServeReplicasFileProbed(t *testing.T) {
+	kisDir, _, _ := fakeBuild(t, []byte("initrd"))
+	tftpRoot := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	file := filepath.Join(t.TempDir(), "replicas")
+	// 127.0.0.1 is this server; 127.0.0.2 has nothing on the port.
+	require.NoError(t, os.WriteFile(file, []byte("# the site's replicas\n127.0.0.1\n127.0.0.2 # rack 2\n"), 0o644))
+	macs := []string{"52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:03", "52:54:00:00:00:04", "52:54:00:00:00:05"}
+	args := serveArgs(kisDir, tftpRoot, "-no-bootloader", "-replicas-file", file, "-nbd-addr", fmt.Sprintf("127.0.0.1:%d", port),
+		"-replica-probe-interval", "50ms", "-replica-down-after", "2")
+	for _, m := range macs {
+		args = append(args, "-mac", m)
+	}
+	p := start(t, args...)
+	p.waitLog(t, `msg=ready`)
+	p.waitLog(t, `level=WARN msg="store: replica down.*replica=127.0.0.2`)
+	p.waitLog(t, `msg="replicas: boot configs rewritten"`)
+	for _, m := range macs {
+		cfg, err := os.ReadFile(filepath.Join(tftpRoot, "pxelinux.cfg", "01-"+strings.ReplaceAll(m, ":", "-")))
+		require.NoError(t, err)
+		assert.Contains(t, string(cfg), "root=overlay:nbd=127.0.0.1:", "machine %s: the only healthy replica", m)
+	}
+	require.NoError(t, os.WriteFile(file, []byte("127.0.0.3\n"), 0o644))
+	p.waitLog(t, `msg="replicas: file changed" replicas=\[127.0.0.3\]`)
+	p.waitLog(t, `msg="store: replica down.*replica=127.0.0.3`)
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	assert.NoError(t, p.wait(t))
+	assert.Len(t, regexp.MustCompile(`msg="store: replica down.*replica=127.0.0.2`).FindAllString(p.log(), -1), 1, "the transition is logged once")
+
+	_, errOut, code := runBinary(t, serveArgs(kisDir, t.TempDir(), "-replicas", "127.0.0.1", "-nbd-addr", "127.0.0.1:0")...)
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "needs a fixed -nbd-addr port")
 }

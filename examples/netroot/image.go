@@ -257,6 +257,8 @@ func imageBytes(n int64) string {
 type storeServeFlags struct {
 	url, endpoint, tags, diskDir string
 	memory, diskBytes            int64
+	fetchTimeout, breakFor       time.Duration
+	breakAfter                   int
 }
 
 func (f *storeServeFlags) register(fs *flag.FlagSet) {
@@ -266,6 +268,9 @@ func (f *storeServeFlags) register(fs *flag.FlagSet) {
 	fs.Int64Var(&f.memory, "store-memory", store.DefaultMemoryBytes, "with -store: bytes of chunks cached in memory")
 	fs.StringVar(&f.diskDir, "store-cache-dir", "", "with -store: also cache chunks in this directory")
 	fs.Int64Var(&f.diskBytes, "store-cache-bytes", store.DefaultDiskBytes, "with -store-cache-dir: bound on its size in bytes")
+	fs.DurationVar(&f.fetchTimeout, "store-fetch-timeout", store.DefaultFetchTimeout, "with -store: a read that misses the cache fails (I/O error to that request) when the store has not delivered the chunk in this time")
+	fs.IntVar(&f.breakAfter, "store-break-after", store.DefaultBreakAfter, "with -store: after this many failed fetches in a row, reads that miss the cache fail at once for -store-break-for, then one fetch tries the store again (-1: never)")
+	fs.DurationVar(&f.breakFor, "store-break-for", store.DefaultBreakFor, "with -store: how long the circuit breaker stays open")
 }
 
 // apply makes srv serve from the store when -store is given; the tags are polled every
@@ -286,6 +291,7 @@ func (f *storeServeFlags) apply(e *env, srv *bootserver.Server, withKIS bool) er
 		return usageError{err}
 	}
 	cache, err := store.NewCache(st, &store.CacheConfig{MemoryBytes: f.memory, DiskDir: f.diskDir, DiskBytes: f.diskBytes,
+		FetchTimeout: f.fetchTimeout, BreakAfter: f.breakAfter, BreakFor: f.breakFor,
 		Logger: e.log.With("store", f.url)})
 	if err != nil {
 		return err

@@ -21,7 +21,6 @@ import (
 	"github.com/netroot/netroot/bootserver"
 	"github.com/netroot/netroot/handoff"
 	"github.com/netroot/netroot/overlaycmdline"
-	"github.com/netroot/netroot/store"
 )
 
 // serveConfig is everything `netroot serve` (and the demo) needs.
@@ -57,7 +56,7 @@ type serveConfig struct {
 	allowLoopback   bool
 	shutdownTimeout time.Duration
 	limits          bootserver.Limits
-	replicas        string
+	replicas        replicaFlags
 	priv            privFlags
 
 	// demo relaxes the checks that protect real clients (loopback server IP, any NBD port,
@@ -95,7 +94,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.allowLoopback, "allow-loopback", false, "allow a loopback -server-ip (only clients on this host, such as tests, can reach it)")
 	fs.BoolVar(&c.anyNBDPort, "allow-nonstandard-nbd-port", false, "allow -nbd-addr with a port other than 10809 (kiwi-overlay clients cannot use it)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running transfers may finish after SIGINT/SIGTERM")
-	fs.StringVar(&c.replicas, "replicas", "", "IPv4 addresses of the replicas serving the same builds (comma-separated, this one included): each machine's root=overlay:nbd= names the one its MAC address hashes to (rendezvous hashing), the same on every replica")
+	c.replicas.register(fs)
 	c.priv.register(fs, false)
 	l := &c.limits
 	fs.IntVar(&l.TFTPMaxTransfers, "tftp-max-transfers", 0, "TFTP transfers at once (default 512)")
@@ -329,10 +328,8 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	if c.defaultRoot == "aoe" {
 		srv.DefaultRoot = overlaycmdline.KindAoE
 	}
-	if c.replicas != "" {
-		if srv.NBDHost, err = replicaPlacement(c.replicas); err != nil {
-			return err
-		}
+	if err := c.replicas.apply(e, srv, c.nbdAddr); err != nil {
+		return err
 	}
 	passOn := map[string]syscall.Conn{} // more sockets an upgrade hands over
 	// HTTP and DHCP for UEFI, HTTP boot and iPXE clients.
@@ -401,6 +398,7 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 		}
 	}
 
+	c.replicas.start(ctx, e, srv)
 	// SIGHUP (systemctl reload) rolls forward to new builds.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -473,22 +471,4 @@ func privilegeHint(what string, err error, capability string) error {
 		return fmt.Errorf("%s: %w (run as root or grant %s, e.g. setcap %s=ep on the binary or AmbientCapabilities= in its unit)", what, err, capability, strings.ToLower(capability))
 	}
 	return fmt.Errorf("%s: %w", what, err)
-}
-
-// replicaPlacement parses -replicas and returns the bootserver.Server.NBDHost that names, for
-// each machine, the replica its MAC address hashes to: every replica computes the same choice,
-// and a machine keeps its replica across reboots while the list stays the same.
-func replicaPlacement(list string) (func(net.HardwareAddr) netip.Addr, error) {
-	var replicas []string
-	for _, r := range strings.Split(list, ",") {
-		r = strings.TrimSpace(r)
-		ip, err := netip.ParseAddr(r)
-		if err != nil || !ip.Is4() {
-			return nil, usageError{fmt.Errorf("-replicas: %q is not an IPv4 address (kiwi-overlay's root=overlay:nbd= takes one)", r)}
-		}
-		replicas = append(replicas, ip.String())
-	}
-	return func(mac net.HardwareAddr) netip.Addr {
-		return netip.MustParseAddr(store.PickReplica(mac, replicas))
-	}, nil
 }
