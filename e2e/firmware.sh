@@ -32,7 +32,8 @@
 # served over NBD by `netroot serve`.
 #
 # Settings: E2E_BOOTS (default "bios-http bios-tftp uefi-sb uefi-http"), E2E_TIMEOUT (seconds per boot,
-# default 600), E2E_ACCEL (default tcg), E2E_CACHE (guest cache, see build-guest.sh), E2E_KEEP=1.
+# default 600), E2E_ACCEL (default tcg), E2E_LOG_LEVEL (netroot's, default info), E2E_CACHE (guest
+# cache, see build-guest.sh), E2E_KEEP=1.
 # Prints per boot the time from qemu start to the kernel's first line (firmware, loaders and
 # the kernel and initrd transfers) and to the guest's marker, and the HTTP/TFTP ratio.
 # Needs root; Debian packages in .ci/packages/e2e.txt, .ci/packages/dhcp.txt and
@@ -47,6 +48,7 @@ E2E_BOOTS=${E2E_BOOTS:-bios-http bios-tftp uefi-sb uefi-http}
 E2E_TIMEOUT=${E2E_TIMEOUT:-600}
 E2E_ACCEL=${E2E_ACCEL:-tcg}
 E2E_KEEP=${E2E_KEEP:-0}
+E2E_LOG_LEVEL=${E2E_LOG_LEVEL:-info}
 
 SERVER_IP=192.0.2.1
 SITE_IP=192.0.2.2
@@ -249,11 +251,10 @@ check_guest() { # check_guest BOOT
 	uefi-http | uefi-ipxe)
 		grep -qx 'firmware: efi' "$out" || { log "$boot: /sys/firmware/efi missing"; return 1; }
 		# iPXE came from netroot, and then the kernel and initrd over HTTP.
-		local via=tftp
-		[[ $boot == uefi-http ]] && via=http
-		grep -Eq "proto=$via .*snponly\.efi" "$bdir/netroot.log" ||
-			{ log "$boot: netroot served no snponly.efi over $via"; return 1; }
-		grep -Eq 'proto=http .*\.kernel' "$bdir/netroot.log" ||
+		local via='http: request.* file=snponly\.efi status=200'
+		[[ $boot == uefi-ipxe ]] && via='client fetched.* file=snponly\.efi'
+		grep -Eq "$via" "$bdir/netroot.log" || { log "$boot: netroot's log shows no snponly.efi sent"; return 1; }
+		grep -Eq 'http: request.* file=boot/[^ ]*/linux status=200' "$bdir/netroot.log" ||
 			{ log "$boot: netroot served no kernel over HTTP"; return 1; }
 		;;
 	esac
@@ -285,7 +286,7 @@ boot_one() { # boot_one BOOT
 	bios-tftp) flags=(-dhcp-loader pxelinux) ;;
 	uefi-ipxe) flags=(-efi-loader ipxe) ;;
 	esac
-	start netroot "$RUN/netroot" serve -kis "$kis" -tftp-root "$bdir/tftp" -server-ip "$SERVER_IP" \
+	start netroot "$RUN/netroot" serve -log-level "$E2E_LOG_LEVEL" -kis "$kis" -tftp-root "$bdir/tftp" -server-ip "$SERVER_IP" \
 		-tftp-addr "$SERVER_IP:69" -nbd-addr "$SERVER_IP:10809" -http-addr "$SERVER_IP:80" \
 		-dhcp proxy -dhcp-iface "$tap" -append "$APPEND_BASE" -pxelinux-serial "0 115200" "${flags[@]}"
 	case $boot in
