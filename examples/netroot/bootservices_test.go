@@ -136,3 +136,33 @@ func TestInstallIPXE(t *testing.T) {
 	assert.True(t, ipxeInRoot(root))
 	assert.Contains(t, logs.String(), "installed iPXE")
 }
+
+// TestDebianGRUBProxyWarning checks that serve warns when -dhcp proxy would send UEFI PXE
+// machines to Debian's GRUB, which ignores a proxyDHCP, and names both ways out; and that it
+// does not with -efi-loader ipxe or -dhcp server.
+func TestDebianGRUBProxyWarning(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "shimx64.efi.signed"), []byte("shim"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "grubnetx64.efi.signed"), []byte("grub"), 0o644))
+	for _, tc := range []struct {
+		dhcp, loader string
+		warn         bool
+	}{
+		{"proxy", "shim", true},
+		{"proxy", "ipxe", false},
+		{"server", "shim", false},
+	} {
+		t.Run(tc.dhcp+"-"+tc.loader, func(t *testing.T) {
+			var logs bytes.Buffer
+			e := &env{stdout: io.Discard, stderr: io.Discard, log: slog.New(slog.NewTextHandler(&logs, nil))}
+			b := bootFlags{efiDir: dir, dhcp: tc.dhcp, efiLoader: tc.loader}
+			require.NoError(t, b.installSignedLoaders(e, t.TempDir(), "/", true, netip.MustParseAddr("192.0.2.1")))
+			if !tc.warn {
+				assert.NotContains(t, logs.String(), "level=WARN")
+				return
+			}
+			assert.Contains(t, logs.String(), "next-server 192.0.2.1")
+			assert.Contains(t, logs.String(), "-efi-loader ipxe")
+		})
+	}
+}
