@@ -66,6 +66,24 @@ func (b *bootFlags) installIPXE(e *env, tftpRoot, sysroot string, required bool)
 	return false, nil
 }
 
+// check reports a usage error in the mode and loader flags, before serve touches the TFTP root.
+func (b *bootFlags) check() error {
+	if b.dhcp != "" {
+		if _, err := bootserver.ParseDHCPMode(b.dhcp); err != nil {
+			return usageError{err}
+		}
+	}
+	if _, ok := dhcp.ParseLoader(b.loader); !ok {
+		return usageError{fmt.Errorf("-dhcp-loader %q: want auto, pxelinux, shim, ipxe or none", b.loader)}
+	}
+	switch b.efiLoader {
+	case "", "shim", "ipxe":
+	default:
+		return usageError{fmt.Errorf("-efi-loader %q: want shim or ipxe", b.efiLoader)}
+	}
+	return nil
+}
+
 // ipxeInRoot reports whether the TFTP root holds iPXE for UEFI.
 func ipxeInRoot(tftpRoot string) bool {
 	fi, err := os.Stat(filepath.Join(tftpRoot, pxecfg.IPXEEFIName))

@@ -114,6 +114,13 @@ func TestBootFlagsLoaders(t *testing.T) {
 	b.efiLoader = "grub"
 	_, _, err = b.services(e, ip, t.TempDir(), nil, true)
 	assert.EqualError(t, err, `-efi-loader "grub": want shim or ipxe`)
+	assert.EqualError(t, b.check(), `-efi-loader "grub": want shim or ipxe`)
+	b.efiLoader = "ipxe"
+	require.NoError(t, b.check())
+	b.dhcp = "on"
+	assert.ErrorContains(t, b.check(), `DHCP mode "on"`)
+	b.dhcp, b.loader = "proxy", "grub"
+	assert.ErrorContains(t, b.check(), `-dhcp-loader "grub"`)
 }
 
 func TestInstallIPXE(t *testing.T) {

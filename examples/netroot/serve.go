@@ -228,6 +228,9 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	if err != nil {
 		return err
 	}
+	if err := c.boot.check(); err != nil {
+		return err
+	}
 	if len(c.kis.dirs) == 0 && c.store.url == "" {
 		return usageError{errors.New("-kis DIR is required (or -store s3://BUCKET/PREFIX)")}
 	}
