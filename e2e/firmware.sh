@@ -21,7 +21,8 @@
 #              HTTP. dnsmasq runs on a different address from netroot: nothing needs next-server.
 #              iPXE's "Configuring" step ends only when its IPv6 autoconfiguration gives up
 #              soliciting a router (none here): ~20 s under TCG after its DHCP exchange ended,
-#              in every iPXE boot (bios-http too).
+#              in every iPXE boot (bios-http too). With dnsmasq also sending router
+#              advertisements, uefi-http reached the kernel after 18.0 s instead of 35-40 s.
 #   uefi-ipxe  (not in the default list) the same firmware with UEFI PXE and -efi-loader ipxe:
 #              snponly.efi over TFTP from the proxyDHCP offer -> iPXE -> boot.ipxe over HTTP.
 #   uefi-sb-http  (not in the default list) the same firmware with UEFI HTTP boot (OVMF's PXE
