@@ -71,6 +71,24 @@ type DHCPMachine struct {
 	Loader dhcp.Loader
 }
 
+// DHCPMachines returns the loader choices of the machines that name one (Machine.Loader), for
+// DHCPOptions.Machines. Machines without a loader take the one of their group, or
+// DHCPOptions.Loader. The loaders must be valid, as ParseMachines checks.
+func DHCPMachines(ms []Machine) ([]DHCPMachine, error) {
+	var out []DHCPMachine
+	for _, m := range ms {
+		if m.Loader == "" {
+			continue
+		}
+		l, ok := dhcp.ParseLoader(m.Loader)
+		if !ok {
+			return nil, fmt.Errorf("bootserver: machine %s: loader %q: want auto, pxelinux, shim, ipxe or none", m.MAC, m.Loader)
+		}
+		out = append(out, DHCPMachine{MAC: m.MAC, Loader: l})
+	}
+	return out, nil
+}
+
 // DHCPOptions configures the DHCP service of a boot server.
 type DHCPOptions struct {
 	Mode DHCPMode
@@ -86,6 +104,10 @@ type DHCPOptions struct {
 	Loaders dhcp.Loaders
 	// Loader is the loader of machines not in Machines; zero is dhcp.LoaderAuto (by firmware).
 	Loader dhcp.Loader
+	// EFILoader is what Loader dhcp.LoaderAuto means for x86-64 UEFI PXE clients
+	// (dhcp.Server.EFILoader): dhcp.LoaderShim (zero means it too) or dhcp.LoaderIPXE, which
+	// needs Loaders.IPXEX64.
+	EFILoader dhcp.Loader
 	// Machines choose loaders per machine.
 	Machines []DHCPMachine
 	// Lab is the address range and lease file of DHCPServer mode; required there.
@@ -114,6 +136,15 @@ func NewDHCPService(o DHCPOptions) (*DHCPService, error) {
 	if o.Mode == DHCPServer && o.Lab == nil {
 		return nil, errors.New("bootserver: DHCP server mode needs an address range")
 	}
+	switch o.EFILoader {
+	case dhcp.LoaderAuto, dhcp.LoaderShim:
+	case dhcp.LoaderIPXE:
+		if o.Loaders.IPXEX64 == "" {
+			return nil, errors.New("bootserver: EFI loader ipxe needs the iPXE UEFI binary (DHCPOptions.Loaders.IPXEX64)")
+		}
+	default:
+		return nil, fmt.Errorf("bootserver: EFI loader %q: want shim or ipxe", o.EFILoader)
+	}
 	if o.Interface == "" {
 		ifname, err := onlyInterface()
 		if err != nil {
@@ -128,6 +159,7 @@ func NewDHCPService(o DHCPOptions) (*DHCPService, error) {
 		Addr:      o.ServerIP,
 		HTTPURL:   o.HTTPURL,
 		Loaders:   o.Loaders,
+		EFILoader: o.EFILoader,
 		Interface: o.Interface,
 		Logger:    o.Logger,
 	}

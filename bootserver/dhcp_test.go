@@ -61,3 +61,53 @@ func TestNewDHCPService(t *testing.T) {
 	assert.Equal(t, dhcp.LoaderNone, svc.Server().Machine(&dhcp.Client{MAC: net.HardwareAddr{0x52, 0x54, 0x00, 1, 2, 3}}))
 	assert.Nil(t, svc.Server().Lab)
 }
+
+func TestDHCPMachines(t *testing.T) {
+	ms, err := ParseMachines([]byte(`
+[[machine]]
+mac = "52:54:00"
+loader = "ipxe"
+
+[[machine]]
+mac = "52:54:00:12:34:56"
+loader = "shim"
+
+[[machine]]
+mac = "52:54:00:12:34:57"
+image = "other" # no loader: the group's
+
+[[machine]]
+mac = "02:00:00:00:00:01"
+loader = "none"
+`))
+	require.NoError(t, err)
+	dm, err := DHCPMachines(ms)
+	require.NoError(t, err)
+	assert.Len(t, dm, 3)
+	svc, err := NewDHCPService(DHCPOptions{Mode: DHCPProxy, Interface: "lo", ServerIP: netip.MustParseAddr("192.0.2.1"),
+		Loaders: dhcp.Loaders{IPXEX64: "snponly.efi"}, Loader: dhcp.LoaderPXELinux, Machines: dm})
+	require.NoError(t, err)
+	for mac, want := range map[string]dhcp.Loader{
+		"52:54:00:12:34:56": dhcp.LoaderShim,
+		"52:54:00:12:34:57": dhcp.LoaderIPXE,
+		"52:54:00:ab:cd:ef": dhcp.LoaderIPXE,
+		"02:00:00:00:00:01": dhcp.LoaderNone,
+		"02:00:00:00:00:02": dhcp.LoaderPXELinux,
+	} {
+		hw, _ := net.ParseMAC(mac)
+		assert.Equal(t, want, svc.Server().Machine(&dhcp.Client{MAC: hw}), mac)
+	}
+	_, err = DHCPMachines([]Machine{{MAC: net.HardwareAddr{0x52, 0x54, 0}, Loader: "grub"}})
+	assert.EqualError(t, err, `bootserver: machine 52:54:00: loader "grub": want auto, pxelinux, shim, ipxe or none`)
+}
+
+func TestDHCPServiceEFILoader(t *testing.T) {
+	ip := netip.MustParseAddr("192.0.2.1")
+	_, err := NewDHCPService(DHCPOptions{Mode: DHCPProxy, Interface: "lo", ServerIP: ip, EFILoader: dhcp.LoaderIPXE})
+	assert.EqualError(t, err, "bootserver: EFI loader ipxe needs the iPXE UEFI binary (DHCPOptions.Loaders.IPXEX64)")
+	_, err = NewDHCPService(DHCPOptions{Mode: DHCPProxy, Interface: "lo", ServerIP: ip, EFILoader: dhcp.LoaderPXELinux})
+	assert.EqualError(t, err, `bootserver: EFI loader "pxelinux": want shim or ipxe`)
+	svc, err := NewDHCPService(DHCPOptions{Mode: DHCPProxy, Interface: "lo", ServerIP: ip, EFILoader: dhcp.LoaderIPXE, Loaders: dhcp.Loaders{IPXEX64: "snponly.efi"}})
+	require.NoError(t, err)
+	assert.Equal(t, dhcp.LoaderIPXE, svc.Server().EFILoader)
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path"
 	"strings"
@@ -37,6 +38,10 @@ type HTTPServer struct {
 	// OnRequest, when set, is called after each request (for events and status pages). It
 	// runs on the request's goroutine.
 	OnRequest func(HTTPRequestInfo)
+
+	// emit, set by a Server that runs this one among its Services, reports each request as
+	// an HTTPRequest event (status page timelines).
+	emit func(Event)
 
 	mu     sync.Mutex
 	srv    *http.Server
@@ -99,7 +104,23 @@ func (h *HTTPServer) Handler(root *os.Root) http.Handler {
 		if h.OnRequest != nil {
 			h.OnRequest(info)
 		}
+		if h.emit != nil {
+			h.emit(info.event())
+		}
 	})
+}
+
+// event returns the request as an HTTPRequest event: Client is the IP address without the
+// port, as TFTPTransfer's, so the status page files it under the machine's MAC address.
+func (i HTTPRequestInfo) event() Event {
+	e := Event{Kind: HTTPRequest, Client: i.Remote, File: i.Path, Bytes: i.Bytes}
+	if ap, err := netip.ParseAddrPort(i.Remote); err == nil {
+		e.Client = ap.Addr().Unmap().String()
+	}
+	if i.Status >= 400 {
+		e.Err = fmt.Errorf("http: %s %s: %d %s", i.Method, i.Path, i.Status, http.StatusText(i.Status))
+	}
+	return e
 }
 
 func (h *HTTPServer) serveFile(w http.ResponseWriter, r *http.Request, root *os.Root, name string) {

@@ -95,7 +95,7 @@ func ParseMachines(data []byte) ([]Machine, error) {
 		switch m.Loader {
 		case "", "auto", "pxelinux", "shim", "ipxe", "none":
 		default:
-			return nil, fmt.Errorf("bootserver: machines: machine %d: loader %q: want auto, pxelinux, shim, ipxe or none", i+1, m.Loader)
+			return nil, fmt.Errorf("bootserver: machines: machine %d (%s): loader %q: want auto, pxelinux, shim, ipxe or none", i+1, mac, m.Loader)
 		}
 		out = append(out, Machine{MAC: mac, Image: m.Image, Append: m.Append, Name: m.Name, Loader: m.Loader})
 	}

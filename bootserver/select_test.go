@@ -118,7 +118,8 @@ image = "tw.x86_64-2.0.0"
 		{"duplicate", "[[machine]]\nmac = \"52:54:00\"\n[[machine]]\nmac = \"52-54-00\"\n", "machines 1 and 2 both have MAC 52:54:00"},
 		{"unknown key", "[[machine]]\nmac = \"52:54:00\"\nimg = \"x\"\n", `unknown setting "machine.img"`},
 		{"not toml", "[[machine", "machines:"},
-		{"bad loader", "[[machine]]\nmac = \"52:54:00\"\nloader = \"grub\"\n", `loader "grub"`},
+		{"bad loader", "[[machine]]\nmac = \"52:54:00\"\nloader = \"grub\"\n", `machines: machine 1 (52:54:00): loader "grub": want auto, pxelinux, shim, ipxe or none`},
+		{"loader not a string", "[[machine]]\nmac = \"52:54:00\"\nloader = 3\n", "loader"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := bootserver.ParseMachines([]byte(tc.in))

@@ -355,6 +355,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		defer s.unregister()
 	}
 	for _, svc := range s.Services {
+		if hs, ok := svc.(*HTTPServer); ok {
+			hs.emit = s.emit
+		}
 		g.add(svc.Name(), svc.Serve, svc.Shutdown, svc.Close)
 	}
 	served = true

@@ -77,3 +77,30 @@ func TestARPLookup(t *testing.T) {
 	assert.Equal(t, "", look("192.0.2.101"), "incomplete entry")
 	assert.Equal(t, "", look("192.0.2.102"))
 }
+
+// TestHTTPRequestJoinsItsMachine checks that an HTTP fetch is filed under the MAC address of
+// the machine at its client address, beside the machine's TFTP transfers.
+func TestHTTPRequestJoinsItsMachine(t *testing.T) {
+	r := newRecorder()
+	mac := net.HardwareAddr{0x52, 0x54, 0, 0xe2, 0xe0, 2}
+	r.mac = func(ip netip.Addr) net.HardwareAddr {
+		if ip == netip.MustParseAddr("192.0.2.101") {
+			return mac
+		}
+		return nil
+	}
+	r.record(Event{Time: time.Unix(1, 0), Kind: TFTPTransfer, Client: "192.0.2.101", File: "snponly.efi", Bytes: 9})
+	e := HTTPRequestInfo{Remote: "[::ffff:192.0.2.101]:41000", Method: "GET", Path: "boot.ipxe", Status: 200, Bytes: 300}.event()
+	e.Time = time.Unix(2, 0)
+	assert.Equal(t, "192.0.2.101", e.Client, "the port is dropped and the address unmapped")
+	assert.NoError(t, e.Err)
+	r.record(e)
+	var st Status
+	r.snapshot(&st)
+	require.Len(t, st.Machines, 1)
+	assert.Equal(t, mac.String(), st.Machines[0].Key)
+	require.Len(t, st.Machines[0].Timeline, 2)
+	assert.Equal(t, "http-request", st.Machines[0].Timeline[1].Kind)
+	assert.Equal(t, "boot.ipxe", st.Machines[0].Timeline[1].File)
+	assert.Equal(t, int64(300), st.Machines[0].Timeline[1].Bytes)
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -207,4 +208,56 @@ func TestRefusedClient(t *testing.T) {
 		}
 		return false
 	}, 10*time.Second, 10*time.Millisecond)
+}
+
+// TestStatusHTTPFetches runs an HTTPServer among the Server's Services and checks that a
+// machine's HTTP fetches reach /status.json: in the transfers and in its timeline, with a
+// failed fetch counted as an error.
+func TestStatusHTTPFetches(t *testing.T) {
+	kisDir := t.TempDir()
+	writeBuild(t, kisDir, "leap", "1.0.0", 1)
+	srv, _ := newServer(t, kisDir)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv.Services = []bootserver.Service{&bootserver.HTTPServer{Root: srv.TFTPRoot, Listener: ln}}
+	run(t, srv)
+	build := "leap.x86_64-1.0.0"
+	for _, p := range []string{"boot/" + build + "/linux", "no-such-file"} {
+		resp, err := http.Get("http://" + ln.Addr().String() + "/" + p)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+
+	h := httptest.NewServer(srv.StatusHandler())
+	defer h.Close()
+	var st bootserver.Status
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(h.URL + "/status.json")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		st = bootserver.Status{}
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
+		return len(st.Transfers) == 2
+	}, 10*time.Second, 10*time.Millisecond)
+	files := map[string]bootserver.EventStatus{}
+	for _, tr := range st.Transfers {
+		files[tr.File] = tr
+	}
+	require.Contains(t, files, "boot/"+build+"/linux")
+	got := files["boot/"+build+"/linux"]
+	assert.Equal(t, "http-request", got.Kind)
+	assert.Positive(t, got.Bytes)
+	assert.Empty(t, got.Error)
+	assert.Equal(t, "http: GET no-such-file: 404 Not Found", files["no-such-file"].Error)
+
+	require.Len(t, st.Machines, 1)
+	m := st.Machines[0]
+	assert.Equal(t, []string{"127.0.0.1"}, m.Addresses)
+	assert.Equal(t, 1, m.Errors)
+	var timeline []string
+	for _, e := range m.Timeline {
+		timeline = append(timeline, e.Kind+" "+e.File)
+	}
+	assert.Equal(t, []string{"http-request boot/" + build + "/linux", "http-request no-such-file"}, timeline)
 }

@@ -13,7 +13,9 @@ import (
 type Loader int
 
 // The loaders. LoaderAuto picks by the client's firmware: iPXE clients get the iPXE script,
-// BIOS clients pxelinux, UEFI clients shim.
+// BIOS clients pxelinux, x86-64 UEFI PXE clients shim (or iPXE: [Server.EFILoader]), x86-64
+// UEFI HTTP boot clients iPXE when [Loaders.IPXEX64] is set (shim otherwise), arm64 UEFI
+// clients shim.
 const (
 	LoaderAuto Loader = iota
 	// LoaderNone answers the machine nothing, so another server (or its next boot option) boots it.
@@ -67,7 +69,7 @@ type Loaders struct {
 	ShimARM64  string // arm64 UEFI, for example "bootaa64.efi"
 	IPXEScript string // fetched by iPXE over HTTP; default DefaultIPXEScript
 	IPXEBIOS   string // iPXE for BIOS PXE ROMs, for example "undionly.kpxe"
-	IPXEX64    string // iPXE for x86-64 UEFI, for example "ipxe.efi"
+	IPXEX64    string // iPXE for x86-64 UEFI, for example "snponly.efi"
 }
 
 // Default boot file names.
@@ -134,8 +136,9 @@ func clientOf(req *dhcpv4.DHCPv4) *Client {
 }
 
 // bootFile returns the file field for client c booted with loader l: a path in the TFTP root,
-// or a URL for HTTP clients and iPXE. It returns "" when l cannot boot c.
-func bootFile(l Loader, c *Client, files Loaders, httpBase string) string {
+// or a URL for HTTP clients and iPXE. efi is what LoaderAuto means for x86-64 UEFI PXE
+// clients (LoaderShim or LoaderIPXE). It returns "" when l cannot boot c.
+func bootFile(l Loader, c *Client, files Loaders, httpBase string, efi Loader) string {
 	url := func(p string) string {
 		if p == "" {
 			return ""
@@ -148,6 +151,12 @@ func bootFile(l Loader, c *Client, files Loaders, httpBase string) string {
 			l = LoaderIPXE
 		case c.Firmware == FirmwareBIOS:
 			l = LoaderPXELinux
+		case c.Firmware == FirmwareEFIX64 && efi == LoaderIPXE:
+			l = LoaderIPXE
+		case c.Firmware == FirmwareEFIX64HTTP && files.IPXEX64 != "":
+			// Shim over HTTP boot loads GRUB, but Debian's GRUB then looks for its
+			// configuration over TFTP; iPXE fetches everything over HTTP.
+			l = LoaderIPXE
 		default:
 			l = LoaderShim
 		}

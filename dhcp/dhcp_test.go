@@ -133,6 +133,16 @@ func TestGoldenReplies(t *testing.T) {
 		{"proxy-ipxe-offer", &Server{HTTPURL: "http://192.0.2.1:8080/"}, request(t, dhcpv4.MessageTypeDiscover, append(bios, dhcpv4.WithUserClass("iPXE", false))...), 67, "0.0.0.0:68", "255.255.255.255:68", "http://192.0.2.1:8080/boot.ipxe", "0.0.0.0"},
 		{"proxy-relayed-offer", &Server{}, request(t, dhcpv4.MessageTypeDiscover, append(efi, dhcpv4.WithGatewayIP(net.IPv4(198, 51, 100, 1)))...), 67, "198.51.100.1:67", "198.51.100.1:67", "bootx64.efi", "0.0.0.0"},
 		{"machine-ipxe-chain", &Server{Loaders: Loaders{IPXEBIOS: "undionly.kpxe"}, Machine: func(c *Client) Loader { return LoaderIPXE }}, request(t, dhcpv4.MessageTypeDiscover, bios...), 67, "0.0.0.0:68", "255.255.255.255:68", "undionly.kpxe", "0.0.0.0"},
+		// The loader choices for UEFI: iPXE instead of shim, for PXE by EFILoader, for HTTP boot
+		// whenever an iPXE binary is named, unless the machine says shim.
+		{"proxy-efi-x64-ipxe-offer", &Server{EFILoader: LoaderIPXE, Loaders: Loaders{IPXEX64: "snponly.efi"}}, request(t, dhcpv4.MessageTypeDiscover, efi...), 67, "0.0.0.0:68", "255.255.255.255:68", "snponly.efi", "0.0.0.0"},
+		{"proxy-efi-x64-ipxe-ack-4011", &Server{EFILoader: LoaderIPXE, Loaders: Loaders{IPXEX64: "snponly.efi"}}, request(t, dhcpv4.MessageTypeRequest, append(efi, dhcpv4.WithClientIP(net.IPv4(192, 0, 2, 100)))...), 4011, "192.0.2.100:68", "192.0.2.100:68", "snponly.efi", "0.0.0.0"},
+		{"proxy-efi-x64-shim-with-ipxe-offer", &Server{EFILoader: LoaderShim, Loaders: Loaders{IPXEX64: "snponly.efi"}}, request(t, dhcpv4.MessageTypeDiscover, efi...), 67, "0.0.0.0:68", "255.255.255.255:68", "bootx64.efi", "0.0.0.0"},
+		{"proxy-efi-x64-ipxe-client-offer", &Server{EFILoader: LoaderIPXE, Loaders: Loaders{IPXEX64: "snponly.efi"}}, request(t, dhcpv4.MessageTypeDiscover, append(pxe(7, "PXEClient:Arch:00007:UNDI:003010"), dhcpv4.WithUserClass("iPXE", false))...), 67, "0.0.0.0:68", "255.255.255.255:68", "http://192.0.2.1/boot.ipxe", "0.0.0.0"},
+		{"proxy-http-x64-ipxe-offer", &Server{HTTPURL: "http://192.0.2.1:8080", Loaders: Loaders{IPXEX64: "snponly.efi"}}, request(t, dhcpv4.MessageTypeDiscover, pxe(16, "HTTPClient:Arch:00016:UNDI:003001")...), 67, "0.0.0.0:68", "255.255.255.255:68", "http://192.0.2.1:8080/snponly.efi", "0.0.0.0"},
+		{"machine-shim-http-offer", &Server{HTTPURL: "http://192.0.2.1:8080", Loaders: Loaders{IPXEX64: "snponly.efi"}, Machine: func(*Client) Loader { return LoaderShim }}, request(t, dhcpv4.MessageTypeDiscover, pxe(16, "HTTPClient:Arch:00016:UNDI:003001")...), 67, "0.0.0.0:68", "255.255.255.255:68", "http://192.0.2.1:8080/bootx64.efi", "0.0.0.0"},
+		{"machine-ipxe-efi-offer", &Server{Loaders: Loaders{IPXEX64: "snponly.efi"}, Machine: func(*Client) Loader { return LoaderIPXE }}, request(t, dhcpv4.MessageTypeDiscover, efi...), 67, "0.0.0.0:68", "255.255.255.255:68", "snponly.efi", "0.0.0.0"},
+		{"machine-pxelinux-bios-offer", &Server{EFILoader: LoaderIPXE, Loaders: Loaders{IPXEX64: "snponly.efi", IPXEBIOS: "undionly.kpxe"}, Machine: func(*Client) Loader { return LoaderPXELinux }}, request(t, dhcpv4.MessageTypeDiscover, bios...), 67, "0.0.0.0:68", "255.255.255.255:68", "pxelinux.0", "0.0.0.0"},
 		{"lab-efi-offer", &Server{Lab: &Lab{Subnet: netip.MustParsePrefix("192.0.2.0/24"), Start: netip.MustParseAddr("192.0.2.100"), End: netip.MustParseAddr("192.0.2.110"), Router: serverAddr, DNS: []netip.Addr{serverAddr}}}, request(t, dhcpv4.MessageTypeDiscover, efi...), 67, "0.0.0.0:68", "255.255.255.255:68", "bootx64.efi", "192.0.2.100"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -342,6 +352,32 @@ func TestLabConfigErrors(t *testing.T) {
 	}
 	err := (&Server{}).Serve(newFakeConn(67))
 	assert.ErrorContains(t, err, "dhcp: server address invalid IP is not IPv4")
+}
+
+func TestEFILoaderErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		srv  *Server
+		want string
+	}{
+		{"ipxe without binary", &Server{EFILoader: LoaderIPXE}, "dhcp: EFI loader ipxe needs the iPXE UEFI binary's name (Loaders.IPXEX64)"},
+		{"pxelinux", &Server{EFILoader: LoaderPXELinux}, "dhcp: EFI loader pxelinux: want shim or ipxe"},
+		{"none", &Server{EFILoader: LoaderNone}, "dhcp: EFI loader none: want shim or ipxe"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.srv
+			s.Addr = serverAddr
+			assert.EqualError(t, s.Serve(newFakeConn(67)), tc.want)
+		})
+	}
+	// An HTTP boot client without an iPXE binary falls back to shim; with neither, arm64 HTTP
+	// boot clients are not answered.
+	s := &Server{Addr: serverAddr}
+	reply, _ := answer(s, request(t, dhcpv4.MessageTypeDiscover, pxe(16, "HTTPClient:Arch:00016:UNDI:003001")...).ToBytes(), 67)
+	require.NotNil(t, reply)
+	assert.Equal(t, "http://192.0.2.1/bootx64.efi", reply.BootFileName)
+	reply, _ = answer(s, request(t, dhcpv4.MessageTypeDiscover, pxe(19, "HTTPClient:Arch:00019:UNDI:003001")...).ToBytes(), 67)
+	assert.Nil(t, reply)
 }
 
 // fakeConn is an in-memory UDP socket: packets written to in are read by the server, and the

@@ -26,6 +26,10 @@ func FuzzHandle(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte, pxePort, lab bool) {
 		s := &Server{Addr: serverAddr, Loaders: Loaders{ShimARM64: "bootaa64.efi", IPXEBIOS: "undionly.kpxe"}}
+		if len(b) > 0 && b[len(b)-1]&1 != 0 {
+			// The iPXE choice for UEFI, picked by a bit the fuzzer controls.
+			s.EFILoader, s.Loaders.IPXEX64 = LoaderIPXE, "snponly.efi"
+		}
 		if lab {
 			s.Lab = &Lab{
 				Subnet: netip.MustParsePrefix("192.0.2.0/24"),

@@ -37,6 +37,11 @@ type Server struct {
 	HTTPURL string
 	// Loaders names the boot files; zero fields mean the defaults.
 	Loaders Loaders
+	// EFILoader is what LoaderAuto sends x86-64 UEFI PXE clients to: LoaderShim (the zero
+	// value LoaderAuto means it too), shim and then GRUB, signed for Secure Boot; or LoaderIPXE,
+	// the iPXE binary Loaders.IPXEX64 (required then), which is unsigned (Secure Boot off only)
+	// but takes its boot information from a proxyDHCP and fetches everything over HTTP.
+	EFILoader Loader
 	// Machine, if set, is asked which loader boots each client, for example from a per-machine
 	// configuration; LoaderAuto (or a nil Machine) picks by the client's firmware.
 	Machine func(c *Client) Loader
@@ -101,6 +106,17 @@ func (s *Server) init() error {
 			return
 		}
 		s.files = s.Loaders.withDefaults()
+		switch s.EFILoader {
+		case LoaderAuto, LoaderShim:
+		case LoaderIPXE:
+			if s.files.IPXEX64 == "" {
+				s.initErr = errors.New("dhcp: EFI loader ipxe needs the iPXE UEFI binary's name (Loaders.IPXEX64)")
+				return
+			}
+		default:
+			s.initErr = fmt.Errorf("dhcp: EFI loader %v: want shim or ipxe", s.EFILoader)
+			return
+		}
 		s.httpBase = s.HTTPURL
 		if s.httpBase == "" {
 			s.httpBase = "http://" + s.Addr.String()
@@ -337,7 +353,7 @@ func (s *Server) bootReply(req *dhcpv4.DHCPv4, c *Client, mt dhcpv4.MessageType)
 	if !c.HasArch && !c.IPXE {
 		return nil, "client names no architecture"
 	}
-	file := bootFile(l, c, s.files, s.httpBase)
+	file := bootFile(l, c, s.files, s.httpBase, s.EFILoader)
 	if file == "" {
 		return nil, fmt.Sprintf("no %v loader for firmware %v (arch %d)", l, c.Firmware, uint16(c.Arch))
 	}

@@ -14,6 +14,17 @@
 #              TFTP server from the DHCP server's ACK (next-server), not from the proxyDHCP offer
 #              (GRUB bug #55636; Fedora carries a patch), so in this boot dnsmasq runs on
 #              netroot's address, as a site DHCP server on the boot server's host would.
+#   uefi-http  OVMF without Secure Boot (OVMF_CODE_4M.fd, a copy of OVMF_VARS_4M.fd), OVMF's own
+#              network stack (no iPXE ROM), UEFI HTTP boot (OVMF's PXE turned off through
+#              fw_cfg) -> proxyDHCP "HTTPClient" offer: http://SERVER/snponly.efi (Debian's
+#              ipxe) -> iPXE asks again and gets http://SERVER/boot.ipxe -> kernel and initrd over
+#              HTTP. dnsmasq runs on a different address from netroot: nothing needs next-server.
+#              iPXE's "Configuring" step ends only when its IPv6 autoconfiguration gives up
+#              soliciting a router (none here): ~20 s under TCG after its DHCP exchange ended,
+#              in every iPXE boot (bios-http too). With dnsmasq also sending router
+#              advertisements, uefi-http reached the kernel after 18.0 s instead of 35-40 s.
+#   uefi-ipxe  (not in the default list) the same firmware with UEFI PXE and -efi-loader ipxe:
+#              snponly.efi over TFTP from the proxyDHCP offer -> iPXE -> boot.ipxe over HTTP.
 #   uefi-sb-http  (not in the default list) the same firmware with UEFI HTTP boot (OVMF's PXE
 #              turned off through fw_cfg): proxyDHCP "HTTPClient" offer -> shim and GRUB over
 #              HTTP with Secure Boot; Debian's GRUB 2.06 then finds no configuration and stops
@@ -24,21 +35,24 @@
 # no boot options, so a guest can only learn what to load from netroot's proxyDHCP. The root image is always
 # served over NBD by `netroot serve`.
 #
-# Settings: E2E_BOOTS (default "bios-http bios-tftp uefi-sb"), E2E_TIMEOUT (seconds per boot,
-# default 600), E2E_ACCEL (default tcg), E2E_CACHE (guest cache, see build-guest.sh), E2E_KEEP=1.
+# Settings: E2E_BOOTS (default "bios-http bios-tftp uefi-sb uefi-http"), E2E_TIMEOUT (seconds per boot,
+# default 600), E2E_ACCEL (default tcg), E2E_LOG_LEVEL (netroot's, default info), E2E_CACHE (guest
+# cache, see build-guest.sh), E2E_KEEP=1.
 # Prints per boot the time from qemu start to the kernel's first line (firmware, loaders and
 # the kernel and initrd transfers) and to the guest's marker, and the HTTP/TFTP ratio.
-# Needs root; Debian packages in .ci/packages/e2e.txt and .ci/packages/dhcp.txt. Run it under
+# Needs root; Debian packages in .ci/packages/e2e.txt, .ci/packages/dhcp.txt and
+# .ci/packages/fw2.txt. Run it under
 # `flock /tmp/netroot-e2e.lock`.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 
-E2E_BOOTS=${E2E_BOOTS:-bios-http bios-tftp uefi-sb}
+E2E_BOOTS=${E2E_BOOTS:-bios-http bios-tftp uefi-sb uefi-http}
 E2E_TIMEOUT=${E2E_TIMEOUT:-600}
 E2E_ACCEL=${E2E_ACCEL:-tcg}
 E2E_KEEP=${E2E_KEEP:-0}
+E2E_LOG_LEVEL=${E2E_LOG_LEVEL:-info}
 
 SERVER_IP=192.0.2.1
 SITE_IP=192.0.2.2
@@ -48,6 +62,8 @@ IMAGE_VERSION=1.0.0
 APPEND_BASE="console=ttyS0 rd.shell=0 rd.emergency=poweroff"
 OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.ms.fd
 OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.ms.fd
+OVMF_CODE_NOSB=/usr/share/OVMF/OVMF_CODE_4M.fd
+OVMF_VARS_NOSB=/usr/share/OVMF/OVMF_VARS_4M.fd
 
 log() { printf 'e2e-firmware: %s\n' "$*" >&2; }
 die() {
@@ -78,7 +94,12 @@ for b in ${E2E_BOOTS//,/ }; do
 			die "signed GRUB not found (Debian package grub-efi-amd64-signed)"
 		boots+=("$b")
 		;;
-	*) die "E2E_BOOTS: unknown boot \"$b\" (want bios-http, bios-tftp, uefi-sb or uefi-sb-http)" ;;
+	uefi-http | uefi-ipxe)
+		[[ -f $OVMF_CODE_NOSB && -f $OVMF_VARS_NOSB ]] || die "$OVMF_CODE_NOSB not found (Debian package ovmf)"
+		[[ -f /usr/lib/ipxe/snponly.efi ]] || die "/usr/lib/ipxe/snponly.efi not found (Debian package ipxe)"
+		boots+=("$b")
+		;;
+	*) die "E2E_BOOTS: unknown boot \"$b\" (want bios-http, bios-tftp, uefi-sb, uefi-http, uefi-ipxe or uefi-sb-http)" ;;
 	esac
 done
 
@@ -231,6 +252,15 @@ check_guest() { # check_guest BOOT
 		grep -qx 'firmware: efi' "$out" || { log "$boot: /sys/firmware/efi missing"; return 1; }
 		grep -q '^secureboot-var: 1 ' "$out" || { log "$boot: SecureBoot variable is not 1: $(grep secureboot "$out")"; return 1; }
 		;;
+	uefi-http | uefi-ipxe)
+		grep -qx 'firmware: efi' "$out" || { log "$boot: /sys/firmware/efi missing"; return 1; }
+		# iPXE came from netroot, and then the kernel and initrd over HTTP.
+		local via='http: request.* file=snponly\.efi status=200'
+		[[ $boot == uefi-ipxe ]] && via='client fetched.* file=snponly\.efi'
+		grep -Eq "$via" "$bdir/netroot.log" || { log "$boot: netroot's log shows no snponly.efi sent"; return 1; }
+		grep -Eq 'http: request.* file=boot/[^ ]*/linux status=200' "$bdir/netroot.log" ||
+			{ log "$boot: netroot served no kernel over HTTP"; return 1; }
+		;;
 	esac
 	# Where the boot information came from: the proxy answered, dnsmasq sent no file.
 	grep -q 'dhcp: answered' "$bdir/netroot.log" ||
@@ -258,8 +288,9 @@ boot_one() { # boot_one BOOT
 		--dhcp-leasefile="$bdir/dnsmasq.leases" --log-dhcp --log-facility=- --pid-file="$bdir/dnsmasq.pid"
 	case $boot in
 	bios-tftp) flags=(-dhcp-loader pxelinux) ;;
+	uefi-ipxe) flags=(-efi-loader ipxe) ;;
 	esac
-	start netroot "$RUN/netroot" serve -kis "$kis" -tftp-root "$bdir/tftp" -server-ip "$SERVER_IP" \
+	start netroot "$RUN/netroot" serve -log-level "$E2E_LOG_LEVEL" -kis "$kis" -tftp-root "$bdir/tftp" -server-ip "$SERVER_IP" \
 		-tftp-addr "$SERVER_IP:69" -nbd-addr "$SERVER_IP:10809" -http-addr "$SERVER_IP:80" \
 		-dhcp proxy -dhcp-iface "$tap" -append "$APPEND_BASE" -pxelinux-serial "0 115200" "${flags[@]}"
 	case $boot in
@@ -274,6 +305,17 @@ boot_one() { # boot_one BOOT
 			-boot n -device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC,romfile="
 			-fw_cfg name=opt/org.tianocore/IPv6PXESupport,string=n)
 		if [[ $boot == uefi-sb-http ]]; then
+			qemu+=(-fw_cfg name=opt/org.tianocore/IPv4PXESupport,string=n)
+		fi
+		;;
+	uefi-http | uefi-ipxe)
+		cp "$OVMF_VARS_NOSB" "$bdir/vars.fd"
+		qemu=(-machine q35
+			-drive "if=pflash,format=raw,unit=0,readonly=on,file=$OVMF_CODE_NOSB"
+			-drive "if=pflash,format=raw,unit=1,file=$bdir/vars.fd"
+			-boot n -device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC,romfile="
+			-fw_cfg name=opt/org.tianocore/IPv6PXESupport,string=n)
+		if [[ $boot == uefi-http ]]; then
 			qemu+=(-fw_cfg name=opt/org.tianocore/IPv4PXESupport,string=n)
 		fi
 		;;

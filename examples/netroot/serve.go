@@ -230,8 +230,7 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 	if err != nil {
 		return err
 	}
-	httpSrv, dhcpSvc, err := c.boot.services(e, serverIP, c.stage.tftpRoot)
-	if err != nil {
+	if err := c.boot.check(); err != nil {
 		return err
 	}
 	id, dropping, err := c.priv.lookup()
@@ -265,11 +264,19 @@ func serve(ctx context.Context, e *env, c *serveConfig, started func(*running)) 
 		}
 		machines = append(machines, bootserver.Machine{MAC: hw})
 	}
+	ipxe := ipxeInRoot(c.stage.tftpRoot) // with -no-bootloader, whatever the TFTP root holds
 	if !c.noBootloader {
-		// The signed shim and GRUB for UEFI clients (Secure Boot on or off).
-		if err := c.boot.installSignedLoaders(e, c.stage.tftpRoot, c.sysroot, false); err != nil {
+		// The signed shim and GRUB for UEFI clients (Secure Boot on or off), and iPXE.
+		if err := c.boot.installSignedLoaders(e, c.stage.tftpRoot, c.sysroot, false, serverIP); err != nil {
 			return err
 		}
+		if ipxe, err = c.boot.installIPXE(e, c.stage.tftpRoot, c.sysroot, c.boot.ipxeRequired()); err != nil {
+			return err
+		}
+	}
+	httpSrv, dhcpSvc, err := c.boot.services(e, serverIP, c.stage.tftpRoot, machines, ipxe)
+	if err != nil {
+		return err
 	}
 	formats, clients, err := c.pxe.formatsAndClients()
 	if err != nil {
