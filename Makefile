@@ -48,8 +48,9 @@ e2e-boot:
 e2e-rollforward:
 	bash e2e/rollforward.sh
 
-# BIOS (iPXE over HTTP, pxelinux over TFTP) and UEFI with Secure Boot (shim, GRUB, signed
-# kernel), the boot information from netroot's proxyDHCP only.
+# BIOS (iPXE over HTTP, pxelinux over TFTP), UEFI with Secure Boot (shim, GRUB, signed kernel)
+# and UEFI HTTP boot (iPXE, kernel and initrd over HTTP), the boot information from netroot's
+# proxyDHCP only.
 e2e-firmware:
 	bash e2e/firmware.sh
 
@@ -57,7 +58,9 @@ e2e-firmware:
 e2e-kiwi:
 	bash e2e/kiwi.sh
 
-# A replica with no local image: builds in Ceph RGW (S3), pushed with netroot image push.
+# Replicas with no local image: builds in Ceph RGW (S3), pushed with netroot image push; a
+# guest boots over NBD from one, then another boots over AoE from two replicas exporting the
+# same shelf.slot and keeps reading while the one that answered it is killed (kernel multipath).
 e2e-replica:
 	bash e2e/replica.sh
 

@@ -47,7 +47,8 @@ func TestRollForward(t *testing.T) {
 }
 
 // TestReplica runs replica.sh: a guest boots from `netroot serve -store` over a throw-away
-// Ceph RGW (.ci/ceph-rgw), with no local copy of the image.
+// Ceph RGW (.ci/ceph-rgw), with no local copy of the image; a second guest boots over AoE from
+// two replicas and keeps reading while one of them is killed.
 func TestReplica(t *testing.T) {
 	guestPeers(t)
 	for _, p := range []struct{ name, pkg string }{
