@@ -20,6 +20,11 @@ type Conn struct {
 	// It takes a virtio and an Ethernet header before each frame (see vnetHeader).
 	txMu sync.RWMutex // held for reading while a send uses tx
 	tx   int
+	// rx is the blocking receive socket outside the runtime's poller that a Target's workers
+	// wait on (see blockIO), -1 when there is none. It receives nothing until startRx.
+	rxMu   sync.RWMutex // held for reading while a receive waits on rx
+	rx     int
+	rxOpen bool // startRx moved the receiving to rx
 }
 
 var _ net.PacketConn = (*Conn)(nil)
@@ -35,7 +40,7 @@ func Listen(ifname string) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aoe: listen on %q: %w", ifname, err)
 	}
-	c := &Conn{Conn: pc, ifi: ifi, tx: -1}
+	c := &Conn{Conn: pc, ifi: ifi, tx: -1, rx: -1}
 	if err := c.tune(); err != nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("aoe: socket options on %q: %w", ifname, err)
@@ -46,6 +51,7 @@ func Listen(ifname string) (*Conn, error) {
 // Close closes the socket.
 func (c *Conn) Close() error {
 	c.closeTx()
+	c.closeRx()
 	return c.Conn.Close()
 }
 

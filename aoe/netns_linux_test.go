@@ -249,3 +249,46 @@ func TestListenCloseReleasesSockets(t *testing.T) {
 	}
 	require.Equal(t, before, openFDs())
 }
+
+// TestRawTargetStops checks that Shutdown and Close stop a Target whose workers wait for
+// frames in blocking receives outside the runtime's poller, while idle and after serving.
+func TestRawTargetStops(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		stop  func(*aoe.Target) error
+		serve bool
+	}{
+		{"shutdown-idle", func(tgt *aoe.Target) error { return tgt.Shutdown(context.Background()) }, false},
+		{"shutdown", func(tgt *aoe.Target) error { return tgt.Shutdown(context.Background()) }, true},
+		{"close", (*aoe.Target).Close, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newVethPair(t, 9000)
+			tpc, cpc := listenIn(t, p.nsA, p.ifA), listenIn(t, p.nsB, p.ifB)
+			tgt := &aoe.Target{Devices: []*aoe.Device{{Shelf: 1, Slot: 1, Backend: backend.NewMemory(1 << 20)}}}
+			errc := make(chan error, 1)
+			go func() { errc <- tgt.Serve(tpc) }()
+			c := aoe.NewClient(cpc, &aoe.ClientConfig{RetransmitTimeout: 20 * time.Millisecond, Retries: 20})
+			t.Cleanup(func() { _ = c.Close() })
+			if tc.serve {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				d, err := c.Open(ctx, 1, 1)
+				require.NoError(t, err)
+				_, err = d.ReadAtContext(ctx, make([]byte, 64<<10), 0)
+				require.NoError(t, err)
+				require.Positive(t, tgt.Stats().SectorsRead)
+			} else {
+				require.Eventually(t, func() bool { return tgt.Stats().FramesOut > 0 }, 5*time.Second, time.Millisecond,
+					"the target announced itself")
+			}
+			require.NoError(t, tc.stop(tgt))
+			select {
+			case err := <-errc:
+				require.ErrorIs(t, err, aoe.ErrServerClosed)
+			case <-time.After(5 * time.Second):
+				t.Fatal("Serve did not return")
+			}
+		})
+	}
+}

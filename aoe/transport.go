@@ -10,8 +10,9 @@ import (
 // The transport seam.
 //
 // The Target and its workers see frames only through frameIO: receive a batch, send a batch.
-// What makes that cheap on Linux (recvmmsg and sendmmsg, a send-only raw socket that takes a
-// virtio header so the kernel's copies are aligned, no queueing discipline) lives behind it in
+// What makes that cheap on Linux (recvmmsg and sendmmsg, a Target's workers waiting in a
+// blocking receive outside the runtime's poller, a send-only raw socket that takes a virtio
+// header so the kernel's copies are aligned, no queueing discipline) lives behind it in
 // transport_linux.go and listen_linux.go; any other PacketConn, such as aoetest's in-memory
 // network, moves one frame per call.
 
@@ -39,6 +40,17 @@ func newFrameIO(pc net.PacketConn) frameIO {
 		}
 	}
 	return &singleIO{pc: pc}
+}
+
+// newServeIO is newFrameIO for a Target's workers: on Listen's Conn, they wait for frames
+// in blocking system calls outside the runtime's poller (see blockIO).
+func newServeIO(pc net.PacketConn) frameIO {
+	if b, ok := pc.(interface{ serveIO() frameIO }); ok {
+		if fio := b.serveIO(); fio != nil {
+			return fio
+		}
+	}
+	return newFrameIO(pc)
 }
 
 // singleIO is frameIO over plain ReadFrom and WriteTo.

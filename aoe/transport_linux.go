@@ -1,7 +1,11 @@
 package aoe
 
 import (
+	"net"
+	"os"
+	"runtime"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -32,6 +36,36 @@ type mmsgIO struct {
 }
 
 func (m *mmsgIO) recv(frames []frame) (int, error) {
+	m.prepare(frames)
+	for {
+		var n int
+		var serr error
+		err := m.rc.Read(func(fd uintptr) bool {
+			r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.rmsgs[0])), uintptr(len(frames)),
+				unix.MSG_DONTWAIT, 0, 0)
+			if e == unix.EAGAIN || e == unix.EINTR {
+				return false
+			}
+			if e != 0 {
+				serr = e
+			}
+			n = int(r)
+			return true
+		})
+		if err != nil {
+			return 0, err
+		}
+		if serr != nil {
+			return 0, serr
+		}
+		if k := m.collect(frames, n); k > 0 {
+			return k, nil
+		}
+	}
+}
+
+// prepare points the receive message headers at the frames' buffers.
+func (m *mmsgIO) prepare(frames []frame) {
 	if len(m.rmsgs) < len(frames) {
 		m.rmsgs = make([]unix.Mmsghdr, len(frames))
 		m.riov = make([]unix.Iovec, len(frames))
@@ -47,26 +81,11 @@ func (m *mmsgIO) recv(frames []frame) (int, error) {
 		h.SetIovlen(1)
 		m.rmsgs[i].Len = 0
 	}
-	var n int
-	var serr error
-	err := m.rc.Read(func(fd uintptr) bool {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.rmsgs[0])), uintptr(len(frames)),
-			unix.MSG_DONTWAIT, 0, 0)
-		if e == unix.EAGAIN || e == unix.EINTR {
-			return false
-		}
-		if e != 0 {
-			serr = e
-		}
-		n = int(r)
-		return true
-	})
-	if err != nil {
-		return 0, err
-	}
-	if serr != nil {
-		return 0, serr
-	}
+}
+
+// collect moves the n received messages with an Ethernet source to the front of frames and
+// returns how many there are.
+func (m *mmsgIO) collect(frames []frame, n int) int {
 	k := 0
 	for i := range n {
 		sa := &m.rsa[i]
@@ -74,14 +93,77 @@ func (m *mmsgIO) recv(frames []frame) (int, error) {
 			continue
 		}
 		frames[k].buf, frames[i].buf = frames[i].buf, frames[k].buf
+		m.riov[k], m.riov[i] = m.riov[i], m.riov[k]
 		frames[k].n = int(m.rmsgs[i].Len)
 		copy(frames[k].addr[:], sa.Addr[:6])
 		k++
 	}
-	if k == 0 {
-		return m.recv(frames)
+	return k
+}
+
+// serveIO returns the frameIO of a Target's workers: blockIO when the blocking receive socket
+// opens, else nil (and the workers use batchIO).
+func (c *Conn) serveIO() frameIO {
+	m, _ := c.batchIO().(*mmsgIO)
+	if m == nil || !c.startRx() {
+		return nil
 	}
-	return k, nil
+	return &blockIO{mmsgIO: m}
+}
+
+// blockIO receives on the Conn's rx socket, in a blocking recvmmsg that returns as soon as
+// one frame is there and takes whatever else is queued (MSG_WAITFORONE), and sends as mmsgIO
+// does.
+//
+// Waiting in the kernel rather than in the runtime's poller is what vblade does with its
+// blocking read: a frame wakes the waiting thread itself, in one system call. Through the
+// poller, the same frame costs a failed read, an epoll wake-up of whichever thread polls, a
+// hand-over of the goroutine to a P, and on an idle process the wake-up of the runtime's
+// monitor thread. Only the worker that holds the receive lock waits here (worker.go), so the
+// receive ties up one OS thread. A packet socket's receive cannot be interrupted: it returns
+// every rxTimeout so that the worker sees Shutdown and Close.
+type blockIO struct {
+	*mmsgIO
+	yielded time.Time // when recv last let the scheduler run
+}
+
+// yieldEvery is how often a worker that never parks passes through the scheduler (see recv).
+const yieldEvery = 5 * time.Millisecond
+
+func (b *blockIO) recv(frames []frame) (int, error) {
+	// A goroutine that never parks looks to the runtime's monitor like one that hogs its P:
+	// after 10 ms on the same scheduling tick the monitor takes the P away while the receive
+	// blocks, hands it to another thread, and then polls every 20 µs for a millisecond and
+	// more. Passing through the scheduler now and then avoids all three.
+	if now := time.Now(); now.Sub(b.yielded) > yieldEvery {
+		runtime.Gosched()
+		b.yielded = now
+	}
+	m := b.mmsgIO
+	m.prepare(frames)
+	for {
+		b.c.rxMu.RLock()
+		fd := b.c.rx
+		if fd < 0 {
+			b.c.rxMu.RUnlock()
+			return 0, net.ErrClosed
+		}
+		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&m.rmsgs[0])), uintptr(len(frames)),
+			unix.MSG_WAITFORONE, 0, 0)
+		b.c.rxMu.RUnlock()
+		switch e {
+		case 0:
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return 0, os.ErrDeadlineExceeded
+		default:
+			return 0, os.NewSyscallError("recvmmsg", e)
+		}
+		if k := m.collect(frames, int(r)); k > 0 {
+			return k, nil
+		}
+	}
 }
 
 func (m *mmsgIO) send(frames []frame) error {

@@ -3,3 +3,5 @@
 package aoe
 
 func (c *Conn) batchIO() frameIO { return nil }
+
+func (c *Conn) serveIO() frameIO { return nil }

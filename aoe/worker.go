@@ -37,7 +37,7 @@ const slowRequest = 25 * time.Microsecond
 // receive lock; once requests turn slow it releases the lock before executing, so that other
 // workers receive and execute concurrently.
 func (t *Target) worker(pc net.PacketConn) error {
-	fio := newFrameIO(pc)
+	fio := newServeIO(pc)
 	rx := make([]frame, batchSize)
 	for i := range rx {
 		rx[i].buf = aligned(t.bufSize, HeaderLen+ATAArgLen)
@@ -52,6 +52,10 @@ func (t *Target) worker(pc net.PacketConn) error {
 		if !holding {
 			t.rxMu.Lock()
 		}
+		if t.shutdown.Load() || t.closed.Load() {
+			t.rxMu.Unlock()
+			return ErrServerClosed
+		}
 		n, err := fio.recv(rx)
 		if err != nil {
 			t.rxMu.Unlock()
@@ -64,6 +68,12 @@ func (t *Target) worker(pc net.PacketConn) error {
 				continue
 			}
 			return fmt.Errorf("aoe: read: %w", err)
+		}
+		if t.shutdown.Load() {
+			// Frames that arrived after Shutdown are left unanswered, as they would have been
+			// left unread (a receive outside the poller does not see the read deadline).
+			t.rxMu.Unlock()
+			return ErrServerClosed
 		}
 		todo = todo[:0]
 		for i := range n {

@@ -47,7 +47,7 @@ func main() {
 	mtus := flag.String("mtu", "1500,9000", "MTUs to measure")
 	timeout := flag.Duration("timeout", 60*time.Second, "limit for each measurement")
 	null := flag.Bool("null", false, "also measure netroot's target with a backend that does no I/O: the initiator's ceiling")
-	targets := flag.String("targets", "netroot,vblade", "targets to measure; ratios need both")
+	targets := flag.String("targets", "netroot,vblade", "targets to measure (netroot/KEY=VALUE: netroot's target with KEY=VALUE in its environment); ratios need vblade")
 	repeat := flag.Int("repeat", 1, "rounds per MTU, each measuring every target in a rotated order; more than one prints medians and ranges")
 	flag.Parse()
 	if *serve {
@@ -85,7 +85,7 @@ func main() {
 			names = append(names, "null")
 		}
 		all := map[string][]result{}
-		var ratios [][4]float64
+		ratios := map[string][][4]float64{}
 		for round := range *repeat {
 			// Each round measures every target once, starting with a different one, so that a
 			// change in the machine's load falls on all of them alike.
@@ -101,9 +101,11 @@ func main() {
 				all[name] = append(all[name], r)
 				fmt.Printf("%-8s %-6d %-5d %12.1f %12.2f %12.0f %12.2f %12.1f %12.2f\n", name, mtu, round+1, r.mbps, r.cpuPerGB, r.iops, r.usPerReq, r.switchesPerMB, r.clientPerGB)
 			}
-			if a, ok := res["netroot"]; ok {
-				if b, ok := res["vblade"]; ok {
-					ratios = append(ratios, [4]float64{a.mbps / b.mbps, a.cpuPerGB / b.cpuPerGB, a.iops / b.iops, a.usPerReq / b.usPerReq})
+			for _, name := range names {
+				a, ok := res[name]
+				b, okb := res["vblade"]
+				if ok && okb && strings.HasPrefix(name, "netroot") {
+					ratios[name] = append(ratios[name], [4]float64{a.mbps / b.mbps, a.cpuPerGB / b.cpuPerGB, a.iops / b.iops, a.usPerReq / b.usPerReq})
 				}
 			}
 		}
@@ -124,15 +126,23 @@ func main() {
 					f(func(r result) float64 { return r.clientPerGB }))
 			}
 		}
-		if len(ratios) > 0 {
+		for _, name := range names {
+			rs := ratios[name]
+			if len(rs) == 0 {
+				continue
+			}
 			col := func(i int) string {
-				v := make([]float64, len(ratios))
-				for k, r := range ratios {
+				v := make([]float64, len(rs))
+				for k, r := range rs {
 					v[k] = r[i]
 				}
 				return spread(v)
 			}
-			fmt.Printf("%-8s %-6d %-5s %s %s %s %s   (netroot/vblade in the same round)\n", "ratio", mtu, "med", col(0), col(1), col(2), col(3))
+			label := "ratio"
+			if name != "netroot" {
+				label = "ratio " + name
+			}
+			fmt.Printf("%-8s %-6d %-5s %s %s %s %s   (%s/vblade in the same round)\n", label, mtu, "med", col(0), col(1), col(2), col(3), name)
 		}
 	}
 }
@@ -271,6 +281,11 @@ func measure(name, vblade, img string, mtu int, size int64, nrand, depth int, li
 			args = append(args, "-null")
 		}
 		cmd = exec.Command("ip", args...)
+		// A target named netroot/KEY=VALUE[/KEY=VALUE...] runs netroot's target with KEY=VALUE in its
+		// environment, to compare settings within one round.
+		if _, kv, ok := strings.Cut(name, "/"); ok {
+			cmd.Env = append(os.Environ(), strings.Split(kv, "/")...)
+		}
 	}
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -353,7 +368,8 @@ func measure(name, vblade, img string, mtu int, size int64, nrand, depth int, li
 // "perf record -g -o /tmp/{}.data --" ({} is the target's name). The CPU and context switch
 // figures then count the wrapper, not the target.
 func wrap(name string) []string {
-	return strings.Fields(strings.ReplaceAll(os.Getenv("AOEBENCH_WRAP"), "{}", name))
+	file := strings.NewReplacer("/", "_", "=", "_").Replace(name)
+	return strings.Fields(strings.ReplaceAll(os.Getenv("AOEBENCH_WRAP"), "{}", file))
 }
 
 func run(name string, args ...string) error {
