@@ -889,11 +889,11 @@ func (c *Client) readChunk(flags ReplyFlags, typ ChunkType, cookie uint64, lengt
 		return fmt.Errorf("nbd: %s chunk for %s %d+%d: %s", typ, req.Type, req.Offset, req.Length, fmt.Sprintf(format, args...))
 	}
 	switch {
-	case typ == ReplyTypeNone:
+	case typ == ChunkTypeNone:
 		if length != 0 || flags&ReplyFlagDone == 0 {
 			return bad("length %d, flags %#x", length, uint16(flags))
 		}
-	case typ == ReplyTypeOffsetData:
+	case typ == ChunkTypeOffsetData:
 		if req.Type != CmdRead || length < 9 {
 			return bad("length %d", length)
 		}
@@ -909,7 +909,7 @@ func (c *Client) readChunk(flags ReplyFlags, typ ChunkType, cookie uint64, lengt
 			return err
 		}
 		cl.covered += n
-	case typ == ReplyTypeOffsetHole:
+	case typ == ChunkTypeOffsetHole:
 		if req.Type != CmdRead || length != 12 {
 			return bad("length %d", length)
 		}
@@ -931,7 +931,7 @@ func (c *Client) readChunk(flags ReplyFlags, typ ChunkType, cookie uint64, lengt
 		}
 		cl.mu.Unlock()
 		cl.covered += n
-	case typ == ReplyTypeBlockStatus:
+	case typ == ChunkTypeBlockStatus:
 		if req.Type != CmdBlockStatus || length < 12 || (length-4)%8 != 0 {
 			return bad("length %d", length)
 		}

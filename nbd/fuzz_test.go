@@ -240,7 +240,7 @@ func FuzzWire(f *testing.F) {
 	add(InfoExportReply{Size: 1 << 30, Flags: FlagHasFlags | FlagReadOnly})
 	add(InfoBlockSizeReply{Min: 1, Preferred: 4096, MaxPayload: 32 << 20})
 	add(SimpleReply{Errno: EIO, Cookie: 7})
-	add(ChunkHeader{Flags: ReplyFlagDone, Type: ReplyTypeError, Cookie: 9, Length: 6})
+	add(ChunkHeader{Flags: ReplyFlagDone, Type: ChunkTypeError, Cookie: 9, Length: 6})
 	add(ErrorChunk{Errno: EINVAL, Message: "no"})
 	add(OffsetHoleChunk{Offset: 4096, Length: 512})
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -273,14 +273,14 @@ func seedSimple(errno Errno, cookie uint64, data []byte) []byte {
 func FuzzClientReplies(f *testing.F) {
 	data := binary.BigEndian.AppendUint64(nil, 0)
 	data = append(data, make([]byte, 64)...)
-	f.Add(concat(seedChunk(ReplyFlagDone, ReplyTypeOffsetData, 1, data), seedSimple(0, 3, nil)))
+	f.Add(concat(seedChunk(ReplyFlagDone, ChunkTypeOffsetData, 1, data), seedSimple(0, 3, nil)))
 	hole := binary.BigEndian.AppendUint64(nil, 0)
 	hole = binary.BigEndian.AppendUint32(hole, 64)
-	f.Add(concat(seedChunk(0, ReplyTypeOffsetHole, 1, hole), seedChunk(ReplyFlagDone, ReplyTypeNone, 1, nil)))
+	f.Add(concat(seedChunk(0, ChunkTypeOffsetHole, 1, hole), seedChunk(ReplyFlagDone, ChunkTypeNone, 1, nil)))
 	bs := []byte{0, 0, 0, 1, 0, 0, 0x10, 0, 0, 0, 0, 3}
-	f.Add(seedChunk(ReplyFlagDone, ReplyTypeBlockStatus, 2, bs))
-	f.Add(seedChunk(ReplyFlagDone, ReplyTypeError, 3, []byte{0, 0, 0, 5, 0, 2, 'n', 'o'}))
-	f.Add(seedChunk(ReplyFlagDone, ReplyTypeErrorOffset, 1, []byte{0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}))
+	f.Add(seedChunk(ReplyFlagDone, ChunkTypeBlockStatus, 2, bs))
+	f.Add(seedChunk(ReplyFlagDone, ChunkTypeError, 3, []byte{0, 0, 0, 5, 0, 2, 'n', 'o'}))
+	f.Add(seedChunk(ReplyFlagDone, ChunkTypeErrorOffset, 1, []byte{0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}))
 	f.Add(concat(seedSimple(22, 4, nil), seedSimple(0, 1, make([]byte, 64))))
 	f.Add(seedChunk(ReplyFlagDone, 0x7777, 1, nil))
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -235,7 +235,7 @@ func TestHandshakeMetaContext(t *testing.T) {
 
 	r.request(nbd.Request{Type: nbd.CmdBlockStatus, Cookie: 1, Offset: 512, Length: 4096}, nil)
 	c := r.chunk()
-	assert.Equal(t, nbd.ReplyTypeBlockStatus, c.typ)
+	assert.Equal(t, nbd.ChunkTypeBlockStatus, c.typ)
 	assert.Equal(t, nbd.ReplyFlagDone, c.flags)
 	require.Len(t, c.payload, 12)
 	assert.Equal(t, id, binary.BigEndian.Uint32(c.payload))

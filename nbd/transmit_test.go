@@ -31,7 +31,7 @@ func (r *rawConn) expectError(structured bool, cookie uint64, errno nbd.Errno) {
 	}
 	c := r.chunk()
 	require.Equal(r.t, cookie, c.cookie)
-	require.Equal(r.t, nbd.ReplyTypeError, c.typ)
+	require.Equal(r.t, nbd.ChunkTypeError, c.typ)
 	require.Equal(r.t, nbd.ReplyFlagDone, c.flags)
 	require.GreaterOrEqual(r.t, len(c.payload), 6)
 	require.Equal(r.t, errno, nbd.Errno(binary.BigEndian.Uint32(c.payload)))
@@ -111,7 +111,7 @@ func TestRequestErrors(t *testing.T) {
 				var got []byte
 				if structured {
 					c := r.chunk()
-					require.Equal(t, nbd.ReplyTypeOffsetData, c.typ)
+					require.Equal(t, nbd.ChunkTypeOffsetData, c.typ)
 					require.Equal(t, uint64(100), binary.BigEndian.Uint64(c.payload))
 					got = c.payload[8:]
 				} else {
@@ -152,7 +152,7 @@ func TestStructuredRead(t *testing.T) {
 			r.request(nbd.Request{Type: nbd.CmdRead, Flags: tc.flags, Cookie: 9, Offset: tc.off, Length: tc.n}, nil)
 			c := r.chunk()
 			assert.Equal(t, uint64(9), c.cookie)
-			assert.Equal(t, nbd.ReplyTypeOffsetData, c.typ)
+			assert.Equal(t, nbd.ChunkTypeOffsetData, c.typ)
 			assert.Equal(t, nbd.ReplyFlagDone, c.flags)
 			require.Len(t, c.payload, 8+int(tc.n))
 			assert.Equal(t, tc.off, binary.BigEndian.Uint64(c.payload))
@@ -162,7 +162,7 @@ func TestStructuredRead(t *testing.T) {
 	t.Run("empty read", func(t *testing.T) {
 		r.request(nbd.Request{Type: nbd.CmdRead, Cookie: 10, Offset: 5}, nil)
 		c := r.chunk()
-		assert.Equal(t, nbd.ReplyTypeNone, c.typ)
+		assert.Equal(t, nbd.ChunkTypeNone, c.typ)
 		assert.Equal(t, nbd.ReplyFlagDone, c.flags)
 		assert.Empty(t, c.payload)
 	})

@@ -38,7 +38,7 @@ func TestWireBytes(t *testing.T) {
 			"0003 00000001 00001000 02000000"},
 		{"simple reply NBD_EIO", nbd.SimpleReply{Errno: nbd.EIO, Cookie: 0x0102030405060708},
 			"67446698 00000005 0102030405060708"},
-		{"chunk header OFFSET_DATA done", nbd.ChunkHeader{Flags: nbd.ReplyFlagDone, Type: nbd.ReplyTypeOffsetData, Cookie: 1, Length: 520},
+		{"chunk header OFFSET_DATA done", nbd.ChunkHeader{Flags: nbd.ReplyFlagDone, Type: nbd.ChunkTypeOffsetData, Cookie: 1, Length: 520},
 			"668e33ef 0001 0001 0000000000000001 00000208"},
 		{"error chunk NBD_EINVAL", nbd.ErrorChunk{Errno: nbd.EINVAL, Message: "bad"},
 			"00000016 0003 626164"},
