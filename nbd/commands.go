@@ -4,7 +4,6 @@
 package nbd
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -128,7 +127,7 @@ func (c *conn) readInline(r Request) {
 		c.sendRead(r, nil)
 		return
 	}
-	var h [StructuredReplyHeaderSize + 8]byte
+	var h readReplyHeader
 	err := c.w.sendFill(c.readHeader(&h, r), int(r.Length), func(b []byte) error { return c.readAt(b, r.Offset) })
 	var fe errFill
 	if errors.As(err, &fe) {
@@ -161,7 +160,7 @@ func (c *conn) readFile(r Request) {
 		c.readFailed(r, err)
 		return
 	}
-	var h [StructuredReplyHeaderSize + 8]byte
+	var h readReplyHeader
 	err = c.w.sendFile(c.readHeader(&h, r), f, fo, int(r.Length))
 	if errors.Is(err, errNoSendfile) {
 		buf := getBuf(int(r.Length))
@@ -172,27 +171,6 @@ func (c *conn) readFile(r Request) {
 	if err == nil {
 		c.countRead(int64(r.Length))
 	}
-}
-
-// readHeader puts the header of a successful read reply with r.Length bytes of data in h.
-func (c *conn) readHeader(h *[StructuredReplyHeaderSize + 8]byte, r Request) []byte {
-	if !c.structured {
-		putSimpleReply(h[:], 0, r.Cookie)
-		return h[:SimpleReplyHeaderSize]
-	}
-	putChunkHeader(h[:], ReplyFlagDone, ChunkTypeOffsetData, r.Cookie, 8+r.Length)
-	binary.BigEndian.PutUint64(h[StructuredReplyHeaderSize:], r.Offset)
-	return h[:]
-}
-
-// sendRead sends the successful reply to a read with its data.
-func (c *conn) sendRead(r Request, buf []byte) {
-	if c.structured && len(buf) == 0 {
-		c.replyNone(r)
-		return
-	}
-	var h [StructuredReplyHeaderSize + 8]byte
-	c.send(c.readHeader(&h, r), buf)
 }
 
 // slicer is a device that lends its bytes without copying, such as backend.Mmap: read
@@ -215,54 +193,40 @@ func (c *conn) readSlice(r Request) {
 const maxExtents = 1 << 16
 
 func (c *conn) blockStatus(r Request) {
-	type desc struct{ length, flags uint32 }
-	var descs []desc
+	var exts []Extent
 	off, n := int64(r.Offset), int64(r.Length)
 	if ex, ok := c.dev.(backend.Extenter); ok {
-		exts, err := ex.Extents(off, n)
+		dev, err := ex.Extents(off, n)
 		if err != nil {
 			// The document allows answering "unknown" (status 0) for the whole range instead of
 			// failing: qemu-img and nbdcopy then simply read the data.
 			c.log.Debug("nbd: extents failed", "export", c.export.Name, "offset", off, "length", n, "err", err)
-			exts = nil
+			dev = nil
 		}
+		// The device's extents, clipped to the request, with neighbours of the same status
+		// merged while their length fits the descriptor's 32 bits.
 		var sum int64
-		for _, e := range exts {
-			if e.Length <= 0 || sum >= n || len(descs) >= maxExtents {
+		for _, e := range dev {
+			if e.Length <= 0 || sum >= n || len(exts) >= maxExtents {
 				break
 			}
 			l := min(e.Length, n-sum)
-			var f uint32
-			if e.Hole {
-				f |= StateHole
-			}
-			if e.Zero {
-				f |= StateZero
+			if k := len(exts); k > 0 && exts[k-1].Hole == e.Hole && exts[k-1].Zero == e.Zero && exts[k-1].Length+l <= 1<<32-1<<9 {
+				exts[k-1].Length += l
+			} else {
+				exts = append(exts, Extent{Offset: off + sum, Length: l, Hole: e.Hole, Zero: e.Zero})
 			}
 			sum += l
-			if k := len(descs); k > 0 && descs[k-1].flags == f && int64(descs[k-1].length)+l <= 1<<32-1<<9 {
-				descs[k-1].length += uint32(l)
-			} else {
-				descs = append(descs, desc{uint32(l), f})
-			}
-			if r.Flags&CmdFlagReqOne != 0 && len(descs) > 1 {
+			if r.Flags&CmdFlagReqOne != 0 && len(exts) > 1 {
 				break
 			}
 		}
 	}
-	if len(descs) == 0 {
-		descs = append(descs, desc{r.Length, 0})
+	if len(exts) == 0 {
+		exts = append(exts, Extent{Offset: off, Length: n})
 	}
 	if r.Flags&CmdFlagReqOne != 0 {
-		descs = descs[:1]
+		exts = exts[:1]
 	}
-	b := make([]byte, StructuredReplyHeaderSize+4+8*len(descs))
-	putChunkHeader(b, ReplyFlagDone, ChunkTypeBlockStatus, r.Cookie, uint32(4+8*len(descs)))
-	p := b[StructuredReplyHeaderSize:]
-	binary.BigEndian.PutUint32(p, metaContextID)
-	for i, d := range descs {
-		binary.BigEndian.PutUint32(p[4+8*i:], d.length)
-		binary.BigEndian.PutUint32(p[8+8*i:], d.flags)
-	}
-	c.send(b)
+	c.replyBlockStatus(r, exts)
 }

@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -37,17 +36,16 @@ func clipString(s string) string {
 // transmission (NBD_OPT_ABORT).
 func (c *conn) handshake(ctx context.Context) (done bool, err error) {
 	var greet [HandshakeSize]byte
-	binary.BigEndian.PutUint64(greet[0:], Magic)
-	binary.BigEndian.PutUint64(greet[8:], OptionMagic)
-	binary.BigEndian.PutUint16(greet[16:], uint16(FlagFixedNewstyle|FlagNoZeroes))
-	if err := c.send(greet[:]); err != nil {
+	g, _ := Greeting{Flags: FlagFixedNewstyle | FlagNoZeroes}.AppendBinary(greet[:0])
+	if err := c.send(g); err != nil {
 		return false, err
 	}
-	var cf [4]byte
+	var cf [ClientFlagsSize]byte
 	if _, err := io.ReadFull(c.br, cf[:]); err != nil {
 		return false, fmt.Errorf("nbd: reading client flags: %w", err)
 	}
-	flags := ClientFlags(binary.BigEndian.Uint32(cf[:]))
+	var flags ClientFlags
+	flags.UnmarshalBinary(cf[:]) // cannot fail: cf is ClientFlagsSize long
 	if flags&^(FlagCFixedNewstyle|FlagCNoZeroes) != 0 {
 		return false, fmt.Errorf("nbd: unknown client flags %#x", uint32(flags))
 	}
@@ -183,9 +181,7 @@ func (c *conn) list(ctx context.Context, data []byte) error {
 		if !e.Allowed(c.remote) || (e.TLS == TLSRequired && !c.tls) {
 			continue
 		}
-		b := binary.BigEndian.AppendUint32(nil, uint32(len(e.Name)))
-		b = append(b, e.Name...)
-		b = append(b, clipString(e.Description)...)
+		b, _ := ServerReply{Name: e.Name, Description: clipString(e.Description)}.AppendBinary(nil)
 		if err := c.optReply(OptList, RepServer, b); err != nil {
 			return err
 		}
@@ -250,9 +246,7 @@ func (c *conn) exportName(ctx context.Context, name string) error {
 		c.refuseAttach(name, err)
 		return fmt.Errorf("nbd: NBD_OPT_EXPORT_NAME: %w", err)
 	}
-	b := make([]byte, ExportNameReplySize, ExportNameReplySize+ExportNameZeroes)
-	binary.BigEndian.PutUint64(b[0:], c.size)
-	binary.BigEndian.PutUint16(b[8:], uint16(c.flags))
+	b, _ := ExportNameReply{Size: c.size, Flags: c.flags}.AppendBinary(make([]byte, 0, ExportNameReplySize+ExportNameZeroes))
 	if !c.noZeroes {
 		b = b[:ExportNameReplySize+ExportNameZeroes]
 	}
@@ -294,11 +288,9 @@ func (c *conn) infoGo(ctx context.Context, opt Option, data []byte) (transmit bo
 		var b []byte
 		switch info {
 		case InfoName:
-			b = binary.BigEndian.AppendUint16(nil, uint16(InfoName))
-			b = append(b, e.Name...)
+			b, _ = InfoTextReply{Type: InfoName, Text: e.Name}.AppendBinary(nil)
 		case InfoDescription:
-			b = binary.BigEndian.AppendUint16(nil, uint16(InfoDescription))
-			b = append(b, clipString(e.Description)...)
+			b, _ = InfoTextReply{Type: InfoDescription, Text: clipString(e.Description)}.AppendBinary(nil)
 		case InfoBlockSize:
 			b, _ = InfoBlockSizeReply{Min: DefaultMinBlockSize, Preferred: DefaultPreferredBlockSize,
 				MaxPayload: DefaultMaxPayloadSize}.AppendBinary(nil)

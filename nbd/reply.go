@@ -1,28 +1,56 @@
-// Reply encoding: simple replies and structured chunks written through the connection's
-// msgWriter.
+// Reply encoding: every reply of the transmission phase is built here from the wire values
+// (SimpleReply, ChunkHeader and the chunk payloads) and written through the connection's
+// msgWriter. Read replies put their header into a buffer of the caller's, in front of data
+// sent from elsewhere.
 
 package nbd
 
-// putSimpleReply puts a simple reply header at the start of b.
-func putSimpleReply(b []byte, errno Errno, cookie uint64) {
-	SimpleReply{Errno: errno, Cookie: cookie}.AppendBinary(b[:0])
+// readReplyHeader holds the header of a successful read reply: a simple reply, or a chunk
+// header and the start of an offset-data payload.
+type readReplyHeader [StructuredReplyHeaderSize + OffsetDataChunkSize]byte
+
+// readHeader puts in h the header of a successful read reply with r.Length bytes of data.
+func (c *conn) readHeader(h *readReplyHeader, r Request) []byte {
+	if !c.structured {
+		b, _ := SimpleReply{Cookie: r.Cookie}.AppendBinary(h[:0])
+		return b
+	}
+	b, _ := ChunkHeader{Flags: ReplyFlagDone, Type: ChunkTypeOffsetData, Cookie: r.Cookie,
+		Length: OffsetDataChunkSize + r.Length}.AppendBinary(h[:0])
+	b, _ = OffsetDataChunk{Offset: r.Offset}.AppendBinary(b)
+	return b
 }
 
-// putChunkHeader puts a structured reply chunk header at the start of b.
-func putChunkHeader(b []byte, flags ReplyFlags, typ ChunkType, cookie uint64, length uint32) {
-	ChunkHeader{Flags: flags, Type: typ, Cookie: cookie, Length: length}.AppendBinary(b[:0])
+// sendRead sends the successful reply to a read with its data.
+func (c *conn) sendRead(r Request, buf []byte) {
+	if c.structured && len(buf) == 0 {
+		c.replyNone(r)
+		return
+	}
+	var h readReplyHeader
+	c.send(c.readHeader(&h, r), buf)
 }
 
 func (c *conn) replyOK(r Request) {
 	var h [SimpleReplyHeaderSize]byte
-	putSimpleReply(h[:], 0, r.Cookie)
-	c.send(h[:])
+	b, _ := SimpleReply{Cookie: r.Cookie}.AppendBinary(h[:0])
+	c.send(b)
 }
 
 func (c *conn) replyNone(r Request) {
 	var h [StructuredReplyHeaderSize]byte
-	putChunkHeader(h[:], ReplyFlagDone, ChunkTypeNone, r.Cookie, 0)
-	c.send(h[:])
+	b, _ := ChunkHeader{Flags: ReplyFlagDone, Type: ChunkTypeNone, Cookie: r.Cookie}.AppendBinary(h[:0])
+	c.send(b)
+}
+
+// replyBlockStatus sends the base:allocation status of exts, consecutive from r.Offset, each
+// of a length that fits 32 bits.
+func (c *conn) replyBlockStatus(r Request, exts []Extent) {
+	b := make([]byte, StructuredReplyHeaderSize, StructuredReplyHeaderSize+4+BlockStatusDescriptorSize*len(exts))
+	b, _ = BlockStatusChunk{ContextID: metaContextID, Offset: int64(r.Offset), Extents: exts}.AppendBinary(b)
+	ChunkHeader{Flags: ReplyFlagDone, Type: ChunkTypeBlockStatus, Cookie: r.Cookie,
+		Length: uint32(len(b) - StructuredReplyHeaderSize)}.AppendBinary(b[:0])
+	c.send(b)
 }
 
 // replyError sends an error reply: a structured error chunk with msg when structured replies
@@ -34,14 +62,15 @@ func (c *conn) replyError(r Request, errno Errno, msg string) error {
 		"errno", uint32(errno), "reason", msg)
 	if !c.structured {
 		var h [SimpleReplyHeaderSize]byte
-		putSimpleReply(h[:], errno, r.Cookie)
-		return c.send(h[:])
+		b, _ := SimpleReply{Errno: errno, Cookie: r.Cookie}.AppendBinary(h[:0])
+		return c.send(b)
 	}
 	if len(msg) > 1024 {
 		msg = msg[:1024]
 	}
-	b, _ := ChunkHeader{Flags: ReplyFlagDone, Type: ChunkTypeError, Cookie: r.Cookie, Length: uint32(6 + len(msg))}.
-		AppendBinary(make([]byte, 0, StructuredReplyHeaderSize+6+len(msg)))
+	b := make([]byte, StructuredReplyHeaderSize, StructuredReplyHeaderSize+6+len(msg))
 	b, _ = ErrorChunk{Errno: errno, Message: msg}.AppendBinary(b)
+	ChunkHeader{Flags: ReplyFlagDone, Type: ChunkTypeError, Cookie: r.Cookie,
+		Length: uint32(len(b) - StructuredReplyHeaderSize)}.AppendBinary(b[:0])
 	return c.send(b)
 }
