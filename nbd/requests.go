@@ -51,20 +51,19 @@ func (c *conn) readRequests() error {
 		idle = c.srv.IdleTimeout
 	}
 	for {
-		if c.br.Buffered() < RequestHeaderSize {
-			// About to wait for the client: the replies held back go out now.
-			c.w.idle()
-		}
-		if c.closing.Load() {
-			return ErrServerClosed
-		}
-		if idle > 0 {
-			c.nc.SetReadDeadline(time.Now().Add(idle))
-			if c.closing.Load() { // Shutdown's deadline may just have been overwritten
+		err := c.awaitRequest(func() error {
+			if c.closing.Load() {
 				return ErrServerClosed
 			}
-		}
-		if err := c.readFull(hdr[:], false); err != nil {
+			if idle > 0 {
+				c.nc.SetReadDeadline(time.Now().Add(idle))
+				if c.closing.Load() { // Shutdown's deadline may just have been overwritten
+					return ErrServerClosed
+				}
+			}
+			return c.readFull(hdr[:], false)
+		})
+		if err != nil {
 			if c.closing.Load() {
 				return ErrServerClosed
 			}
@@ -73,9 +72,6 @@ func (c *conn) readRequests() error {
 			}
 			return fmt.Errorf("nbd: reading request: %w", err)
 		}
-		// Until this goroutine next waits, replies wait for those of the requests that follow
-		// (already received), to share a system call with them.
-		c.w.deferred.Store(true)
 		var r Request
 		if err := r.UnmarshalBinary(hdr[:]); err != nil {
 			return errors.Join(errHardDisconnect, err)
@@ -126,11 +122,13 @@ func (c *conn) graceAtShutdown(err error) bool {
 func (c *conn) dispatch(r Request) error {
 	if errno, msg := c.check(r); errno != 0 {
 		if r.Type == CmdWrite {
-			c.mayBlock(int(r.Length))
-			if _, err := io.CopyN(io.Discard, c.br, int64(r.Length)); err != nil {
+			err := c.awaitPayload(int(r.Length), func() error {
+				_, err := io.CopyN(io.Discard, c.br, int64(r.Length))
+				return err
+			})
+			if err != nil {
 				return fmt.Errorf("nbd: draining refused write payload: %w", err)
 			}
-			c.w.deferred.Store(true)
 		}
 		return c.replyError(r, errno, msg)
 	}
@@ -143,9 +141,7 @@ func (c *conn) dispatch(r Request) error {
 	select {
 	case c.sem <- struct{}{}:
 	default:
-		c.w.undefer()
-		c.sem <- struct{}{}
-		c.w.deferred.Store(true)
+		c.await(func() { c.sem <- struct{}{} })
 	}
 	var held hold
 	var buf *[]byte
@@ -159,10 +155,7 @@ func (c *conn) dispatch(r Request) error {
 		buf = getBuf(int(r.Length))
 	}
 	if r.Type == CmdWrite {
-		c.mayBlock(int(r.Length))
-		err := c.readFull(*buf, true)
-		c.w.deferred.Store(true)
-		if err != nil {
+		if err := c.awaitPayload(int(r.Length), func() error { return c.readFull(*buf, true) }); err != nil {
 			c.release(held)
 			putBuf(buf)
 			<-c.sem
@@ -173,13 +166,6 @@ func (c *conn) dispatch(r Request) error {
 	c.active.Add(1)
 	go c.run(r, buf, held)
 	return nil
-}
-
-// mayBlock ends the deferral of replies if reading n more bytes may wait for the client.
-func (c *conn) mayBlock(n int) {
-	if c.br.Buffered() < n {
-		c.w.undefer()
-	}
 }
 
 // Requests that a device serves in less than slowInline may be served on the request-reading
@@ -230,9 +216,11 @@ func (c *conn) serveInline(r Request) (err error) {
 	case CmdWrite:
 		// The payload is used where the reader buffered it.
 		n := int(r.Length)
-		c.mayBlock(n)
-		p, err := c.peek(n)
-		c.w.deferred.Store(true)
+		var p []byte
+		err := c.awaitPayload(n, func() (err error) {
+			p, err = c.peek(n)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("nbd: reading write payload of %d bytes: %w", n, err)
 		}
@@ -261,7 +249,7 @@ func (c *conn) run(r Request, buf *[]byte, held hold) {
 	defer c.inflight.Done()
 	defer func() {
 		// The last reply of a burst flushes the replies held for it.
-		if c.active.Add(-1) == 0 && !c.w.deferred.Load() {
+		if c.active.Add(-1) == 0 && !c.promised() {
 			c.w.flush()
 		}
 	}()
