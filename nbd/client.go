@@ -818,6 +818,7 @@ func (c *Client) readReply() error {
 	if _, err := io.ReadFull(c.br, h[:4]); err != nil {
 		return fmt.Errorf("nbd: reading reply: %w", err)
 	}
+	// The magic says which header this is; each is then parsed by its wire value.
 	switch m := binary.BigEndian.Uint32(h[:]); m {
 	case SimpleReplyMagic:
 		if _, err := io.ReadFull(c.br, h[4:SimpleReplyHeaderSize]); err != nil {
