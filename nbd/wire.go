@@ -1,3 +1,6 @@
+// The handshake's messages as plain values: greeting, client flags, option requests and
+// replies and their payloads. The transmission phase's are in wire_transmit.go.
+
 package nbd
 
 import (
