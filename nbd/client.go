@@ -82,12 +82,10 @@ const closeWait = 10 * time.Second
 // ErrClientClosed is returned by requests on a Client after Close.
 var ErrClientClosed = errors.New("nbd: client closed")
 
-// Extent is one block status descriptor of the base:allocation context.
-type Extent struct {
-	Offset, Length int64
-	// Flags are StateHole and StateZero.
-	Flags uint32
-}
+// Extent is a run of the export with uniform allocation status: what a backend.Extenter
+// reports, what the server sends for NBD_CMD_BLOCK_STATUS in the base:allocation context (Hole
+// is StateHole, Zero is StateZero) and what Client.BlockStatus returns.
+type Extent = backend.Extent
 
 // maxErrorChunk bounds an error chunk: the fixed fields, a message and an offset.
 const maxErrorChunk = 6 + 65535 + 8
@@ -212,13 +210,11 @@ func (c *Client) greet(ctx context.Context) error {
 	if _, err := io.ReadFull(c.br, g[:]); err != nil {
 		return fmt.Errorf("nbd: reading server greeting: %w", err)
 	}
-	if m := binary.BigEndian.Uint64(g[0:]); m != Magic {
-		return fmt.Errorf("nbd: bad server magic %#x", m)
+	var gr Greeting
+	if err := gr.UnmarshalBinary(g[:]); err != nil {
+		return err
 	}
-	if m := binary.BigEndian.Uint64(g[8:]); m != OptionMagic {
-		return fmt.Errorf("nbd: server magic %#x is not newstyle (oldstyle is not supported)", m)
-	}
-	hf := HandshakeFlags(binary.BigEndian.Uint16(g[16:]))
+	hf := gr.Flags
 	if hf&FlagFixedNewstyle == 0 {
 		return errors.New("nbd: server does not support fixed newstyle negotiation")
 	}
@@ -226,7 +222,9 @@ func (c *Client) greet(ctx context.Context) error {
 	if hf&FlagNoZeroes != 0 {
 		cf |= FlagCNoZeroes
 	}
-	if err := c.w.send(binary.BigEndian.AppendUint32(nil, uint32(cf))); err != nil {
+	var fb [ClientFlagsSize]byte
+	fbs, _ := cf.AppendBinary(fb[:0])
+	if err := c.w.send(fbs); err != nil {
 		return err
 	}
 	if c.opts.TLSConfig != nil {
@@ -338,11 +336,11 @@ func (c *Client) List(ctx context.Context) ([]ExportInfo, error) {
 			case RepAck:
 				return nil
 			case RepServer:
-				if len(data) < 4 || uint64(binary.BigEndian.Uint32(data)) > uint64(len(data)-4) {
-					return fmt.Errorf("nbd: malformed NBD_REP_SERVER of %d bytes", len(data))
+				var sr ServerReply
+				if err := sr.UnmarshalBinary(data); err != nil {
+					return fmt.Errorf("nbd: malformed NBD_REP_SERVER of %d bytes: %w", len(data), err)
 				}
-				n := binary.BigEndian.Uint32(data)
-				list = append(list, ExportInfo{Name: string(data[4 : 4+n]), Description: string(data[4+n:])})
+				list = append(list, ExportInfo{Name: sr.Name, Description: sr.Description})
 			default:
 				return fmt.Errorf("nbd: unexpected reply %s to NBD_OPT_LIST", typ)
 			}
@@ -452,11 +450,11 @@ func (c *Client) infoGo(opt Option, name string) (ExportInfo, error) {
 			}
 			return info, nil
 		case RepInfo:
-			if len(data) < 2 {
+			var it InfoTextReply
+			if err := it.UnmarshalBinary(data); err != nil {
 				return ExportInfo{}, fmt.Errorf("nbd: NBD_REP_INFO of %d bytes", len(data))
 			}
-			p := data[2:]
-			switch InfoType(binary.BigEndian.Uint16(data)) {
+			switch it.Type {
 			case InfoExport:
 				var ie InfoExportReply
 				if err := ie.UnmarshalBinary(data); err != nil {
@@ -465,9 +463,9 @@ func (c *Client) infoGo(opt Option, name string) (ExportInfo, error) {
 				info.Size, info.Flags = int64(ie.Size), ie.Flags
 				gotExport = true
 			case InfoName:
-				info.Name = string(p)
+				info.Name = it.Text
 			case InfoDescription:
-				info.Description = string(p)
+				info.Description = it.Text
 			case InfoBlockSize:
 				var bs InfoBlockSizeReply
 				if err := bs.UnmarshalBinary(data); err != nil {
@@ -489,8 +487,9 @@ func (c *Client) exportName(name string) (ExportInfo, error) {
 	if _, err := io.ReadFull(c.br, b[:]); err != nil {
 		return ExportInfo{}, fmt.Errorf("nbd: NBD_OPT_EXPORT_NAME %q refused: %w", name, err)
 	}
-	return ExportInfo{Name: name, Size: int64(binary.BigEndian.Uint64(b[:])),
-		Flags:        TransmissionFlags(binary.BigEndian.Uint16(b[8:])),
+	var r ExportNameReply
+	r.UnmarshalBinary(b[:]) // cannot fail: b is ExportNameReplySize long
+	return ExportInfo{Name: name, Size: int64(r.Size), Flags: r.Flags,
 		MinBlockSize: DefaultMinBlockSize, PreferredBlockSize: DefaultPreferredBlockSize,
 		MaxPayloadSize: DefaultMaxPayloadSize}, nil
 }
@@ -819,6 +818,7 @@ func (c *Client) readReply() error {
 	if _, err := io.ReadFull(c.br, h[:4]); err != nil {
 		return fmt.Errorf("nbd: reading reply: %w", err)
 	}
+	// The magic says which header this is; each is then parsed by its wire value.
 	switch m := binary.BigEndian.Uint32(h[:]); m {
 	case SimpleReplyMagic:
 		if _, err := io.ReadFull(c.br, h[4:SimpleReplyHeaderSize]); err != nil {
@@ -889,19 +889,21 @@ func (c *Client) readChunk(flags ReplyFlags, typ ChunkType, cookie uint64, lengt
 		return fmt.Errorf("nbd: %s chunk for %s %d+%d: %s", typ, req.Type, req.Offset, req.Length, fmt.Sprintf(format, args...))
 	}
 	switch {
-	case typ == ReplyTypeNone:
+	case typ == ChunkTypeNone:
 		if length != 0 || flags&ReplyFlagDone == 0 {
 			return bad("length %d, flags %#x", length, uint16(flags))
 		}
-	case typ == ReplyTypeOffsetData:
+	case typ == ChunkTypeOffsetData:
 		if req.Type != CmdRead || length < 9 {
 			return bad("length %d", length)
 		}
-		var ob [8]byte
+		var ob [OffsetDataChunkSize]byte
 		if _, err := io.ReadFull(c.br, ob[:]); err != nil {
 			return bad("%v", err)
 		}
-		off, n := binary.BigEndian.Uint64(ob[:]), uint64(length-8)
+		var od OffsetDataChunk
+		od.UnmarshalBinary(ob[:]) // cannot fail: ob is OffsetDataChunkSize long
+		off, n := od.Offset, uint64(length-OffsetDataChunkSize)
 		if off < req.Offset || off-req.Offset > uint64(req.Length) || n > uint64(req.Length)-(off-req.Offset) {
 			return bad("data %d+%d outside the request", off, n)
 		}
@@ -909,7 +911,7 @@ func (c *Client) readChunk(flags ReplyFlags, typ ChunkType, cookie uint64, lengt
 			return err
 		}
 		cl.covered += n
-	case typ == ReplyTypeOffsetHole:
+	case typ == ChunkTypeOffsetHole:
 		if req.Type != CmdRead || length != 12 {
 			return bad("length %d", length)
 		}
@@ -931,29 +933,12 @@ func (c *Client) readChunk(flags ReplyFlags, typ ChunkType, cookie uint64, lengt
 		}
 		cl.mu.Unlock()
 		cl.covered += n
-	case typ == ReplyTypeBlockStatus:
+	case typ == ChunkTypeBlockStatus:
 		if req.Type != CmdBlockStatus || length < 12 || (length-4)%8 != 0 {
 			return bad("length %d", length)
 		}
-		// Descriptors are read one by one, so a lying length costs no memory.
-		var b [8]byte
-		if _, err := io.ReadFull(c.br, b[:4]); err != nil {
+		if err := c.readBlockStatus(cl, length); err != nil {
 			return bad("%v", err)
-		}
-		mine := binary.BigEndian.Uint32(b[:]) == c.metaID
-		pos := int64(req.Offset)
-		for range (length - 4) / 8 {
-			if _, err := io.ReadFull(c.br, b[:]); err != nil {
-				return bad("%v", err)
-			}
-			n := int64(binary.BigEndian.Uint32(b[:]))
-			if n == 0 {
-				return bad("extent of length 0")
-			}
-			if mine && len(cl.extents) < maxExtents {
-				cl.extents = append(cl.extents, Extent{Offset: pos, Length: n, Flags: binary.BigEndian.Uint32(b[4:])})
-			}
-			pos += n
 		}
 	case typ.IsError():
 		if length < 6 || length > maxErrorChunk {
@@ -963,13 +948,10 @@ func (c *Client) readChunk(flags ReplyFlags, typ ChunkType, cookie uint64, lengt
 		if err != nil {
 			return bad("%v", err)
 		}
-		// The document lets the message be followed by more data; only the message is kept.
-		msgLen := uint32(binary.BigEndian.Uint16(b[4:]))
-		if msgLen > length-6 {
-			return bad("message length %d exceeds chunk", msgLen)
-		}
+		// Every error chunk starts like NBD_REPLY_TYPE_ERROR; the fields of the chunk's type
+		// that may follow the message (the offset of NBD_REPLY_TYPE_ERROR_OFFSET) are not kept.
 		var ec ErrorChunk
-		if err := ec.UnmarshalBinary(b[:6+msgLen]); err != nil {
+		if _, err := ec.unmarshalPrefix(b); err != nil {
 			return bad("%v", err)
 		}
 		errno := ec.Errno
@@ -992,6 +974,52 @@ func (c *Client) readChunk(flags ReplyFlags, typ ChunkType, cookie uint64, lengt
 			}
 		}
 		c.complete(cl)
+	}
+	return nil
+}
+
+// blockStatusBatch is how many block status descriptors the client reads at a time: a chunk is
+// read in pieces, so a lying length costs no memory.
+const blockStatusBatch = 1024
+
+// readBlockStatus reads the payload of a block status chunk of length bytes (at least one
+// descriptor, a whole number of them) and keeps its extents, up to maxExtents, if they are of
+// base:allocation.
+func (c *Client) readBlockStatus(cl *call, length uint32) error {
+	left := int(length)
+	buf := make([]byte, 4+min(left-4, blockStatusBatch*BlockStatusDescriptorSize))
+	if _, err := io.ReadFull(c.br, buf); err != nil {
+		return err
+	}
+	left -= len(buf)
+	bs := BlockStatusChunk{Offset: int64(cl.req.Offset)}
+	if err := bs.UnmarshalBinary(buf); err != nil {
+		return err
+	}
+	room := 0
+	if bs.ContextID == c.metaID {
+		room = maxExtents - len(cl.extents)
+	}
+	keep := func(e []Extent) {
+		n := min(len(e), room)
+		cl.extents = append(cl.extents, e[:n]...)
+		room -= n
+	}
+	keep(bs.Extents)
+	last := bs.Extents[len(bs.Extents)-1]
+	pos := last.Offset + last.Length
+	var more []Extent
+	for left > 0 {
+		p := buf[:min(left, blockStatusBatch*BlockStatusDescriptorSize)]
+		if _, err := io.ReadFull(c.br, p); err != nil {
+			return err
+		}
+		left -= len(p)
+		var err error
+		if more, pos, err = appendExtents(more[:0], p, pos); err != nil {
+			return err
+		}
+		keep(more)
 	}
 	return nil
 }

@@ -230,7 +230,7 @@ func TestHandoffDuringNegotiation(t *testing.T) {
 	resumeAll(t, b, got.res)
 	ch := r.chunk()
 	assert.Equal(t, uint64(7), ch.cookie)
-	assert.Equal(t, nbd.ReplyTypeOffsetData, ch.typ)
+	assert.Equal(t, nbd.ChunkTypeOffsetData, ch.typ)
 	want := make([]byte, 512)
 	_, err = patterned(1<<20).ReadAt(want, 4096)
 	require.NoError(t, err)

@@ -1,7 +1,6 @@
 package nbd_test
 
 import (
-	"encoding/binary"
 	"io"
 	"net/netip"
 	"strings"
@@ -33,15 +32,15 @@ func TestHandshakeOptions(t *testing.T) {
 		check func(t *testing.T, reps []optReply)
 	}{
 		{"list", nbd.OptList, nil, func(t *testing.T, reps []optReply) {
-			var names []string
+			var list []nbd.ServerReply
 			for _, r := range reps[:len(reps)-1] {
 				require.Equal(t, nbd.RepServer, r.typ)
-				n := binary.BigEndian.Uint32(r.data)
-				names = append(names, string(r.data[4:4+n]))
+				var sr nbd.ServerReply
+				require.NoError(t, sr.UnmarshalBinary(r.data))
+				list = append(list, sr)
 			}
 			// denied is not allowed from loopback, secret needs TLS.
-			assert.Equal(t, []string{"root", "ro"}, names)
-			assert.Equal(t, "root image", string(reps[0].data[8:]))
+			assert.Equal(t, []nbd.ServerReply{{Name: "root", Description: "root image"}, {Name: "ro"}}, list)
 			assert.Equal(t, nbd.RepAck, reps[len(reps)-1].typ)
 		}},
 		{"list with data", nbd.OptList, []byte{1}, wantError(nbd.RepErrInvalid)},
@@ -51,28 +50,32 @@ func TestHandshakeOptions(t *testing.T) {
 				got := map[nbd.InfoType][]byte{}
 				for _, r := range reps[:4] {
 					require.Equal(t, nbd.RepInfo, r.typ)
-					got[nbd.InfoType(binary.BigEndian.Uint16(r.data))] = r.data[2:]
+					var it nbd.InfoTextReply
+					require.NoError(t, it.UnmarshalBinary(r.data))
+					got[it.Type] = r.data
 				}
-				require.Len(t, got[nbd.InfoExport], 10)
-				assert.Equal(t, uint64(1<<20), binary.BigEndian.Uint64(got[nbd.InfoExport]))
-				flags := nbd.TransmissionFlags(binary.BigEndian.Uint16(got[nbd.InfoExport][8:]))
-				assert.NotZero(t, flags&nbd.FlagHasFlags)
-				assert.Zero(t, flags&nbd.FlagReadOnly)
-				assert.Equal(t, "root", string(got[nbd.InfoName]))
-				assert.Equal(t, "root image", string(got[nbd.InfoDescription]))
-				assert.Equal(t, []byte{0, 0, 0, 1, 0, 0, 0x10, 0, 2, 0, 0, 0}, got[nbd.InfoBlockSize])
+				var ie nbd.InfoExportReply
+				require.NoError(t, ie.UnmarshalBinary(got[nbd.InfoExport]))
+				assert.Equal(t, uint64(1<<20), ie.Size)
+				assert.NotZero(t, ie.Flags&nbd.FlagHasFlags)
+				assert.Zero(t, ie.Flags&nbd.FlagReadOnly)
+				assert.Equal(t, "\x00\x01root", string(got[nbd.InfoName]))
+				assert.Equal(t, "\x00\x02root image", string(got[nbd.InfoDescription]))
+				assert.Equal(t, []byte{0, 3, 0, 0, 0, 1, 0, 0, 0x10, 0, 2, 0, 0, 0}, got[nbd.InfoBlockSize])
 				assert.Equal(t, nbd.RepAck, reps[4].typ)
 			}},
 		{"info without requests sends export only", nbd.OptInfo, infoData("ro"), func(t *testing.T, reps []optReply) {
 			require.Len(t, reps, 2)
 			require.Equal(t, nbd.RepInfo, reps[0].typ)
-			require.Equal(t, uint16(nbd.InfoExport), binary.BigEndian.Uint16(reps[0].data))
-			flags := nbd.TransmissionFlags(binary.BigEndian.Uint16(reps[0].data[10:]))
-			assert.Equal(t, nbd.FlagReadOnly, flags&(nbd.FlagReadOnly|nbd.FlagSendTrim|nbd.FlagSendWriteZeroes|nbd.FlagSendFlush))
+			var ie nbd.InfoExportReply
+			require.NoError(t, ie.UnmarshalBinary(reps[0].data))
+			assert.Equal(t, nbd.FlagReadOnly, ie.Flags&(nbd.FlagReadOnly|nbd.FlagSendTrim|nbd.FlagSendWriteZeroes|nbd.FlagSendFlush))
 		}},
 		{"info default export", nbd.OptInfo, infoData(""), func(t *testing.T, reps []optReply) {
 			require.Equal(t, nbd.RepAck, reps[len(reps)-1].typ)
-			assert.Equal(t, uint64(1<<20), binary.BigEndian.Uint64(reps[0].data[2:]))
+			var ie nbd.InfoExportReply
+			require.NoError(t, ie.UnmarshalBinary(reps[0].data))
+			assert.Equal(t, uint64(1<<20), ie.Size)
 		}},
 		{"info unknown export", nbd.OptInfo, infoData("nope"), wantError(nbd.RepErrUnknown)},
 		{"info denied export", nbd.OptInfo, infoData("denied"), wantError(nbd.RepErrPolicy)},
@@ -162,10 +165,11 @@ func TestHandshakeExportName(t *testing.T) {
 			b := make([]byte, nbd.ExportNameReplySize+tt.zeroes)
 			_, err := io.ReadFull(r.br, b)
 			require.NoError(t, err)
-			assert.Equal(t, tt.size, binary.BigEndian.Uint64(b))
-			flags := nbd.TransmissionFlags(binary.BigEndian.Uint16(b[8:]))
-			assert.Equal(t, tt.rdOnly, flags&nbd.FlagReadOnly != 0)
-			assert.Zero(t, flags&nbd.FlagSendDF, "no DF without structured replies")
+			var er nbd.ExportNameReply
+			require.NoError(t, er.UnmarshalBinary(b))
+			assert.Equal(t, tt.size, er.Size)
+			assert.Equal(t, tt.rdOnly, er.Flags&nbd.FlagReadOnly != 0)
+			assert.Zero(t, er.Flags&nbd.FlagSendDF, "no DF without structured replies")
 			assert.Equal(t, make([]byte, tt.zeroes), b[nbd.ExportNameReplySize:])
 			// Transmission works: read 16 bytes.
 			r.request(nbd.Request{Type: nbd.CmdRead, Cookie: 7, Length: 16}, nil)
@@ -193,10 +197,7 @@ func TestHandshakeViolationsClose(t *testing.T) {
 	})
 	t.Run("huge option", func(t *testing.T) {
 		r := dialRaw(t, addr, nbd.FlagCFixedNewstyle)
-		b := binary.BigEndian.AppendUint64(nil, nbd.OptionMagic)
-		b = binary.BigEndian.AppendUint32(b, uint32(nbd.OptList))
-		b = binary.BigEndian.AppendUint32(b, 1<<31)
-		r.write(b)
+		r.write(must(t, nbd.OptionHeader{Option: nbd.OptList, Length: 1 << 31}))
 		r.closed()
 	})
 	t.Run("abort and leave", func(t *testing.T) {
@@ -217,8 +218,9 @@ func TestHandshakeMetaContext(t *testing.T) {
 	reps := r.replies(nbd.OptSetMetaContext)
 	require.Len(t, reps, 2)
 	require.Equal(t, nbd.RepMetaContext, reps[0].typ)
-	id := binary.BigEndian.Uint32(reps[0].data)
-	assert.Equal(t, nbd.MetaContextBaseAllocation, string(reps[0].data[4:]))
+	var mc nbd.MetaContextReply
+	require.NoError(t, mc.UnmarshalBinary(reps[0].data))
+	assert.Equal(t, nbd.MetaContextBaseAllocation, mc.Name)
 
 	// Selecting nothing is not an error.
 	r.option(nbd.OptSetMetaContext, metaData("root"))
@@ -230,16 +232,17 @@ func TestHandshakeMetaContext(t *testing.T) {
 	r.option(nbd.OptGo, infoData("root"))
 	reps = r.replies(nbd.OptGo)
 	require.Equal(t, nbd.RepAck, reps[len(reps)-1].typ)
-	flags := nbd.TransmissionFlags(binary.BigEndian.Uint16(reps[0].data[10:]))
-	assert.NotZero(t, flags&nbd.FlagSendDF)
+	var ie nbd.InfoExportReply
+	require.NoError(t, ie.UnmarshalBinary(reps[0].data))
+	assert.NotZero(t, ie.Flags&nbd.FlagSendDF)
 
 	r.request(nbd.Request{Type: nbd.CmdBlockStatus, Cookie: 1, Offset: 512, Length: 4096}, nil)
 	c := r.chunk()
-	assert.Equal(t, nbd.ReplyTypeBlockStatus, c.typ)
+	assert.Equal(t, nbd.ChunkTypeBlockStatus, c.typ)
 	assert.Equal(t, nbd.ReplyFlagDone, c.flags)
-	require.Len(t, c.payload, 12)
-	assert.Equal(t, id, binary.BigEndian.Uint32(c.payload))
-	assert.Equal(t, uint32(4096), binary.BigEndian.Uint32(c.payload[4:]))
+	bs := nbd.BlockStatusChunk{Offset: 512}
+	require.NoError(t, bs.UnmarshalBinary(c.payload))
+	assert.Equal(t, nbd.BlockStatusChunk{ContextID: mc.ID, Offset: 512, Extents: []nbd.Extent{{Offset: 512, Length: 4096}}}, bs)
 }
 
 func TestHandshakeStartTLSResetsState(t *testing.T) {

@@ -3,7 +3,6 @@ package nbd_test
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"io"
 	"net"
 	"testing"
@@ -78,13 +77,13 @@ func dialRaw(t testing.TB, addr string, flags nbd.ClientFlags) *rawConn {
 	t.Cleanup(func() { c.Close() })
 	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
 	r := &rawConn{t: t, c: c, br: bufio.NewReader(c)}
-	var g [nbd.HandshakeSize]byte
-	_, err = io.ReadFull(r.br, g[:])
+	var b [nbd.HandshakeSize]byte
+	_, err = io.ReadFull(r.br, b[:])
 	require.NoError(t, err)
-	require.Equal(t, nbd.Magic, binary.BigEndian.Uint64(g[0:]))
-	require.Equal(t, nbd.OptionMagic, binary.BigEndian.Uint64(g[8:]))
-	require.Equal(t, nbd.FlagFixedNewstyle|nbd.FlagNoZeroes, nbd.HandshakeFlags(binary.BigEndian.Uint16(g[16:])))
-	r.write(binary.BigEndian.AppendUint32(nil, uint32(flags)))
+	var g nbd.Greeting
+	require.NoError(t, g.UnmarshalBinary(b[:]))
+	require.Equal(t, nbd.FlagFixedNewstyle|nbd.FlagNoZeroes, g.Flags)
+	r.write(must(t, flags))
 	return r
 }
 
@@ -96,10 +95,7 @@ func (r *rawConn) write(b []byte) {
 
 func (r *rawConn) option(opt nbd.Option, data []byte) {
 	r.t.Helper()
-	b := binary.BigEndian.AppendUint64(nil, nbd.OptionMagic)
-	b = binary.BigEndian.AppendUint32(b, uint32(opt))
-	b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
-	r.write(append(b, data...))
+	r.write(append(must(r.t, nbd.OptionHeader{Option: opt, Length: uint32(len(data))}), data...))
 }
 
 type optReply struct {
@@ -113,12 +109,13 @@ func (r *rawConn) reply(opt nbd.Option) optReply {
 	var h [nbd.OptionReplyHeaderSize]byte
 	_, err := io.ReadFull(r.br, h[:])
 	require.NoError(r.t, err)
-	require.Equal(r.t, nbd.OptionReplyMagic, binary.BigEndian.Uint64(h[0:]))
-	require.Equal(r.t, opt, nbd.Option(binary.BigEndian.Uint32(h[8:])))
-	data := make([]byte, binary.BigEndian.Uint32(h[16:]))
+	var rh nbd.OptionReplyHeader
+	require.NoError(r.t, rh.UnmarshalBinary(h[:]))
+	require.Equal(r.t, opt, rh.Option)
+	data := make([]byte, rh.Length)
 	_, err = io.ReadFull(r.br, data)
 	require.NoError(r.t, err)
-	return optReply{nbd.ReplyType(binary.BigEndian.Uint32(h[12:])), data}
+	return optReply{rh.Type, data}
 }
 
 // replies reads option replies up to the final one (ACK or an error).
@@ -156,24 +153,21 @@ func asNetError(err error, target *net.Error) bool {
 	return ok
 }
 
+// must returns the wire form of v; these tests only encode what encodes.
+func must(t testing.TB, v interface{ AppendBinary([]byte) ([]byte, error) }) []byte {
+	t.Helper()
+	b, err := v.AppendBinary(nil)
+	require.NoError(t, err)
+	return b
+}
+
 func infoData(name string, infos ...nbd.InfoType) []byte {
-	b := binary.BigEndian.AppendUint32(nil, uint32(len(name)))
-	b = append(b, name...)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(infos)))
-	for _, i := range infos {
-		b = binary.BigEndian.AppendUint16(b, uint16(i))
-	}
+	b, _ := nbd.InfoRequest{Name: name, Infos: infos}.AppendBinary(nil)
 	return b
 }
 
 func metaData(name string, queries ...string) []byte {
-	b := binary.BigEndian.AppendUint32(nil, uint32(len(name)))
-	b = append(b, name...)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(queries)))
-	for _, q := range queries {
-		b = binary.BigEndian.AppendUint32(b, uint32(len(q)))
-		b = append(b, q...)
-	}
+	b, _ := nbd.MetaContextRequest{Name: name, Queries: queries}.AppendBinary(nil)
 	return b
 }
 
@@ -191,8 +185,9 @@ func (r *rawConn) simpleReply() (nbd.Errno, uint64) {
 	var h [nbd.SimpleReplyHeaderSize]byte
 	_, err := io.ReadFull(r.br, h[:])
 	require.NoError(r.t, err)
-	require.Equal(r.t, nbd.SimpleReplyMagic, binary.BigEndian.Uint32(h[0:]))
-	return nbd.Errno(binary.BigEndian.Uint32(h[4:])), binary.BigEndian.Uint64(h[8:])
+	var sr nbd.SimpleReply
+	require.NoError(r.t, sr.UnmarshalBinary(h[:]))
+	return sr.Errno, sr.Cookie
 }
 
 type chunk struct {
@@ -208,12 +203,12 @@ func (r *rawConn) chunk() chunk {
 	var h [nbd.StructuredReplyHeaderSize]byte
 	_, err := io.ReadFull(r.br, h[:])
 	require.NoError(r.t, err)
-	require.Equal(r.t, nbd.StructuredReplyMagic, binary.BigEndian.Uint32(h[0:]), "structured reply magic")
-	p := make([]byte, binary.BigEndian.Uint32(h[16:]))
+	var ch nbd.ChunkHeader
+	require.NoError(r.t, ch.UnmarshalBinary(h[:]), "structured reply chunk header")
+	p := make([]byte, ch.Length)
 	_, err = io.ReadFull(r.br, p)
 	require.NoError(r.t, err)
-	return chunk{nbd.ReplyFlags(binary.BigEndian.Uint16(h[4:])), nbd.ChunkType(binary.BigEndian.Uint16(h[6:])),
-		binary.BigEndian.Uint64(h[8:]), p}
+	return chunk{ch.Flags, ch.Type, ch.Cookie, p}
 }
 
 // goRaw negotiates structured replies (when structured) and base:allocation, then NBD_OPT_GO.
@@ -231,8 +226,9 @@ func (r *rawConn) goRaw(export string, structured bool) (size uint64, flags nbd.
 	reps := r.replies(nbd.OptGo)
 	require.Equal(r.t, nbd.RepAck, reps[len(reps)-1].typ, "NBD_OPT_GO: %q", reps[len(reps)-1].data)
 	for _, rep := range reps {
-		if rep.typ == nbd.RepInfo && binary.BigEndian.Uint16(rep.data) == uint16(nbd.InfoExport) {
-			return binary.BigEndian.Uint64(rep.data[2:]), nbd.TransmissionFlags(binary.BigEndian.Uint16(rep.data[10:]))
+		var ie nbd.InfoExportReply
+		if rep.typ == nbd.RepInfo && ie.UnmarshalBinary(rep.data) == nil {
+			return ie.Size, ie.Flags
 		}
 	}
 	r.t.Fatal("no NBD_INFO_EXPORT")

@@ -181,15 +181,15 @@ func (c *conn) acquire(n int64, mem bool) hold {
 	if ok && sok {
 		return h
 	}
-	c.w.undefer()
-	if !ok {
-		h.conn = c.budget.acquire(n)
-	}
-	if !sok {
-		c.srv.stats.bufferWaits.Add(1)
-		h.srv = srv.acquire(n)
-	}
-	c.w.deferred.Store(true)
+	c.await(func() {
+		if !ok {
+			h.conn = c.budget.acquire(n)
+		}
+		if !sok {
+			c.srv.stats.bufferWaits.Add(1)
+			h.srv = srv.acquire(n)
+		}
+	})
 	return h
 }
 

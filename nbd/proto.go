@@ -244,34 +244,34 @@ type ChunkType uint16
 
 // Structured reply chunk types.
 const (
-	ReplyTypeNone           ChunkType = 0         // NBD_REPLY_TYPE_NONE
-	ReplyTypeOffsetData     ChunkType = 1         // NBD_REPLY_TYPE_OFFSET_DATA
-	ReplyTypeOffsetHole     ChunkType = 2         // NBD_REPLY_TYPE_OFFSET_HOLE
-	ReplyTypeBlockStatus    ChunkType = 5         // NBD_REPLY_TYPE_BLOCK_STATUS
-	ReplyTypeBlockStatusExt ChunkType = 6         // NBD_REPLY_TYPE_BLOCK_STATUS_EXT (experimental)
-	ReplyTypeErrorFlag      ChunkType = 1 << 15   // bit 15, set on every error chunk
-	ReplyTypeError          ChunkType = 1<<15 + 1 // NBD_REPLY_TYPE_ERROR
-	ReplyTypeErrorOffset    ChunkType = 1<<15 + 2 // NBD_REPLY_TYPE_ERROR_OFFSET
+	ChunkTypeNone           ChunkType = 0         // NBD_REPLY_TYPE_NONE
+	ChunkTypeOffsetData     ChunkType = 1         // NBD_REPLY_TYPE_OFFSET_DATA
+	ChunkTypeOffsetHole     ChunkType = 2         // NBD_REPLY_TYPE_OFFSET_HOLE
+	ChunkTypeBlockStatus    ChunkType = 5         // NBD_REPLY_TYPE_BLOCK_STATUS
+	ChunkTypeBlockStatusExt ChunkType = 6         // NBD_REPLY_TYPE_BLOCK_STATUS_EXT (experimental)
+	ChunkTypeErrorFlag      ChunkType = 1 << 15   // bit 15, set on every error chunk
+	ChunkTypeError          ChunkType = 1<<15 + 1 // NBD_REPLY_TYPE_ERROR
+	ChunkTypeErrorOffset    ChunkType = 1<<15 + 2 // NBD_REPLY_TYPE_ERROR_OFFSET
 )
 
 // IsError reports whether t is an error chunk type (bit 15 set).
-func (t ChunkType) IsError() bool { return t&ReplyTypeErrorFlag != 0 }
+func (t ChunkType) IsError() bool { return t&ChunkTypeErrorFlag != 0 }
 
 func (t ChunkType) String() string {
 	switch t {
-	case ReplyTypeNone:
+	case ChunkTypeNone:
 		return "NBD_REPLY_TYPE_NONE"
-	case ReplyTypeOffsetData:
+	case ChunkTypeOffsetData:
 		return "NBD_REPLY_TYPE_OFFSET_DATA"
-	case ReplyTypeOffsetHole:
+	case ChunkTypeOffsetHole:
 		return "NBD_REPLY_TYPE_OFFSET_HOLE"
-	case ReplyTypeBlockStatus:
+	case ChunkTypeBlockStatus:
 		return "NBD_REPLY_TYPE_BLOCK_STATUS"
-	case ReplyTypeBlockStatusExt:
+	case ChunkTypeBlockStatusExt:
 		return "NBD_REPLY_TYPE_BLOCK_STATUS_EXT"
-	case ReplyTypeError:
+	case ChunkTypeError:
 		return "NBD_REPLY_TYPE_ERROR"
-	case ReplyTypeErrorOffset:
+	case ChunkTypeErrorOffset:
 		return "NBD_REPLY_TYPE_ERROR_OFFSET"
 	}
 	return "NBD_REPLY_TYPE(" + strconv.FormatUint(uint64(t), 10) + ")"

@@ -55,15 +55,18 @@ func (c *conn) writeSpliced(r Request) error {
 	off, n := int64(r.Offset), int64(r.Length)
 	b := int64(c.br.Buffered()) // < n: dispatch splices only payloads not yet in the buffer
 	rest := n - b
-	c.w.undefer()
-	inPipe, serr := c.spliceIn(rest)
+	var inPipe int64
 	var tail *[]byte
 	var held hold
-	if serr == nil && inPipe < rest {
-		held = c.acquire(rest-inPipe, true)
-		tail = getBuf(int(rest - inPipe))
-		serr = c.readSocket(*tail)
-	}
+	serr := c.awaitPayload(int(n), func() (serr error) {
+		inPipe, serr = c.spliceIn(rest)
+		if serr == nil && inPipe < rest {
+			held = c.acquire(rest-inPipe, true)
+			tail = getBuf(int(rest - inPipe))
+			serr = c.readSocket(*tail)
+		}
+		return serr
+	})
 	defer func() {
 		if tail != nil {
 			putBuf(tail)
@@ -74,7 +77,6 @@ func (c *conn) writeSpliced(r Request) error {
 	if serr != nil {
 		return fmt.Errorf("nbd: reading write payload of %d bytes: %w", r.Length, serr)
 	}
-	c.w.deferred.Store(true)
 	// Received in full: now it is written.
 	p, _ := c.br.Peek(int(b))
 	_, ferr := c.dev.(io.WriterAt).WriteAt(p, off)

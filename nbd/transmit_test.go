@@ -31,13 +31,12 @@ func (r *rawConn) expectError(structured bool, cookie uint64, errno nbd.Errno) {
 	}
 	c := r.chunk()
 	require.Equal(r.t, cookie, c.cookie)
-	require.Equal(r.t, nbd.ReplyTypeError, c.typ)
+	require.Equal(r.t, nbd.ChunkTypeError, c.typ)
 	require.Equal(r.t, nbd.ReplyFlagDone, c.flags)
-	require.GreaterOrEqual(r.t, len(c.payload), 6)
-	require.Equal(r.t, errno, nbd.Errno(binary.BigEndian.Uint32(c.payload)))
-	n := int(binary.BigEndian.Uint16(c.payload[4:]))
-	require.Equal(r.t, len(c.payload)-6, n)
-	require.NotZero(r.t, n, "error chunks carry a message")
+	var ec nbd.ErrorChunk
+	require.NoError(r.t, ec.UnmarshalBinary(c.payload))
+	require.Equal(r.t, errno, ec.Errno)
+	require.NotEmpty(r.t, ec.Message, "error chunks carry a message")
 }
 
 // expectOK reads a successful reply without data to cookie.
@@ -111,9 +110,11 @@ func TestRequestErrors(t *testing.T) {
 				var got []byte
 				if structured {
 					c := r.chunk()
-					require.Equal(t, nbd.ReplyTypeOffsetData, c.typ)
-					require.Equal(t, uint64(100), binary.BigEndian.Uint64(c.payload))
-					got = c.payload[8:]
+					require.Equal(t, nbd.ChunkTypeOffsetData, c.typ)
+					var od nbd.OffsetDataChunk
+					require.NoError(t, od.UnmarshalBinary(c.payload))
+					require.Equal(t, uint64(100), od.Offset)
+					got = c.payload[nbd.OffsetDataChunkSize:]
 				} else {
 					r.expectOK(5)
 					got = make([]byte, 8)
@@ -152,17 +153,19 @@ func TestStructuredRead(t *testing.T) {
 			r.request(nbd.Request{Type: nbd.CmdRead, Flags: tc.flags, Cookie: 9, Offset: tc.off, Length: tc.n}, nil)
 			c := r.chunk()
 			assert.Equal(t, uint64(9), c.cookie)
-			assert.Equal(t, nbd.ReplyTypeOffsetData, c.typ)
+			assert.Equal(t, nbd.ChunkTypeOffsetData, c.typ)
 			assert.Equal(t, nbd.ReplyFlagDone, c.flags)
 			require.Len(t, c.payload, 8+int(tc.n))
-			assert.Equal(t, tc.off, binary.BigEndian.Uint64(c.payload))
-			assert.Equal(t, dev.Bytes()[tc.off:tc.off+uint64(tc.n)], c.payload[8:])
+			var od nbd.OffsetDataChunk
+			require.NoError(t, od.UnmarshalBinary(c.payload))
+			assert.Equal(t, tc.off, od.Offset)
+			assert.Equal(t, dev.Bytes()[tc.off:tc.off+uint64(tc.n)], c.payload[nbd.OffsetDataChunkSize:])
 		})
 	}
 	t.Run("empty read", func(t *testing.T) {
 		r.request(nbd.Request{Type: nbd.CmdRead, Cookie: 10, Offset: 5}, nil)
 		c := r.chunk()
-		assert.Equal(t, nbd.ReplyTypeNone, c.typ)
+		assert.Equal(t, nbd.ChunkTypeNone, c.typ)
 		assert.Equal(t, nbd.ReplyFlagDone, c.flags)
 		assert.Empty(t, c.payload)
 	})
@@ -199,6 +202,8 @@ func TestBlockStatus(t *testing.T) {
 	c := coreDial(t, addr, "sparse", nil)
 	ctx := context.Background()
 	const half = 1 << 19
+	data := func(off, n int64) nbd.Extent { return nbd.Extent{Offset: off, Length: n} }
+	hole := func(off, n int64) nbd.Extent { return nbd.Extent{Offset: off, Length: n, Hole: true, Zero: true} }
 	tests := []struct {
 		name  string
 		off   int64
@@ -206,11 +211,11 @@ func TestBlockStatus(t *testing.T) {
 		flags nbd.CommandFlags
 		want  []nbd.Extent
 	}{
-		{"whole", 0, 1 << 20, 0, []nbd.Extent{{0, half, 0}, {half, half, nbd.StateHole | nbd.StateZero}}},
-		{"data only", 1000, 5000, 0, []nbd.Extent{{1000, 5000, 0}}},
-		{"across", half - 512, 1024, 0, []nbd.Extent{{half - 512, 512, 0}, {half, 512, nbd.StateHole | nbd.StateZero}}},
-		{"req one", 0, 1 << 20, nbd.CmdFlagReqOne, []nbd.Extent{{0, half, 0}}},
-		{"req one in hole", half + 1, 100, nbd.CmdFlagReqOne, []nbd.Extent{{half + 1, 100, nbd.StateHole | nbd.StateZero}}},
+		{"whole", 0, 1 << 20, 0, []nbd.Extent{data(0, half), hole(half, half)}},
+		{"data only", 1000, 5000, 0, []nbd.Extent{data(1000, 5000)}},
+		{"across", half - 512, 1024, 0, []nbd.Extent{data(half-512, 512), hole(half, 512)}},
+		{"req one", 0, 1 << 20, nbd.CmdFlagReqOne, []nbd.Extent{data(0, half)}},
+		{"req one in hole", half + 1, 100, nbd.CmdFlagReqOne, []nbd.Extent{hole(half+1, 100)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -223,7 +228,7 @@ func TestBlockStatus(t *testing.T) {
 		c := coreDial(t, addr, "plain", nil)
 		got, err := c.BlockStatus(ctx, 4096, 8192, 0)
 		require.NoError(t, err)
-		assert.Equal(t, []nbd.Extent{{4096, 8192, 0}}, got)
+		assert.Equal(t, []nbd.Extent{{Offset: 4096, Length: 8192}}, got)
 	})
 	t.Run("past end", func(t *testing.T) {
 		_, err := c.BlockStatus(ctx, 1<<20-1, 2, 0)
@@ -442,7 +447,7 @@ func TestDeviceFailures(t *testing.T) {
 	ctx := context.Background()
 	ext, err := c.BlockStatus(ctx, 512, 4096, 0)
 	require.NoError(t, err, "a failing extent map is reported as unknown status")
-	assert.Equal(t, []nbd.Extent{{512, 4096, 0}}, ext)
+	assert.Equal(t, []nbd.Extent{{Offset: 512, Length: 4096}}, ext)
 	_, err = c.ReadAt(make([]byte, 16), 0)
 	assert.ErrorIs(t, err, nbd.EIO)
 	// The connection is closed after the panic; the server keeps serving others.
@@ -451,4 +456,36 @@ func TestDeviceFailures(t *testing.T) {
 	c2 := coreDial(t, addr, "x", nil)
 	_, err = c2.ReadAt(make([]byte, 16), 16)
 	assert.NoError(t, err)
+}
+
+// stripedDevice alternates data and holes every 512 bytes, so a block status reply carries
+// one descriptor per 512 bytes.
+type stripedDevice struct{ *backend.Memory }
+
+func (d stripedDevice) Extents(off, n int64) ([]backend.Extent, error) {
+	var out []backend.Extent
+	for pos := off; pos < off+n; {
+		end := min(pos+512-pos%512, off+n)
+		h := pos/512%2 == 1
+		out = append(out, backend.Extent{Offset: pos, Length: end - pos, Hole: h, Zero: h})
+		pos = end
+	}
+	return out, nil
+}
+
+// TestBlockStatusManyExtents goes from the device's extents to the client's through a chunk
+// of more descriptors than the client reads at a time.
+func TestBlockStatusManyExtents(t *testing.T) {
+	addr := coreServe(t, &nbd.Server{Exports: coreExports(t,
+		&nbd.Export{Name: "striped", Device: stripedDevice{backend.NewMemory(4 << 20)}})})
+	c := coreDial(t, addr, "striped", nil)
+	const off, n = 512 * 3, 512 * 3000
+	got, err := c.BlockStatus(context.Background(), off, n, 0)
+	require.NoError(t, err)
+	require.Len(t, got, 3000)
+	for i, e := range got {
+		pos := int64(off + 512*i)
+		h := pos/512%2 == 1
+		require.Equal(t, nbd.Extent{Offset: pos, Length: 512, Hole: h, Zero: h}, e, "extent %d", i)
+	}
 }

@@ -1,3 +1,6 @@
+// The handshake's messages as plain values: greeting, client flags, option requests and
+// replies and their payloads. The transmission phase's are in wire_transmit.go.
+
 package nbd
 
 import (
@@ -232,120 +235,6 @@ func infoExact(b []byte, typ InfoType, n int) error {
 	return nil
 }
 
-// SimpleReply is a simple reply header: SimpleReplyMagic, the error, the request's cookie.
-type SimpleReply struct {
-	Errno  Errno
-	Cookie uint64
-}
-
-// AppendBinary appends the SimpleReplyHeaderSize bytes of r to b.
-func (r SimpleReply) AppendBinary(b []byte) ([]byte, error) {
-	b = binary.BigEndian.AppendUint32(b, SimpleReplyMagic)
-	b = binary.BigEndian.AppendUint32(b, uint32(r.Errno))
-	return binary.BigEndian.AppendUint64(b, r.Cookie), nil
-}
-
-// UnmarshalBinary parses a simple reply header.
-func (r *SimpleReply) UnmarshalBinary(b []byte) error {
-	if len(b) < SimpleReplyHeaderSize {
-		return io.ErrUnexpectedEOF
-	}
-	if m := binary.BigEndian.Uint32(b); m != SimpleReplyMagic {
-		return fmt.Errorf("nbd: bad simple reply magic %#x", m)
-	}
-	r.Errno, r.Cookie = Errno(binary.BigEndian.Uint32(b[4:])), binary.BigEndian.Uint64(b[8:])
-	return nil
-}
-
-// ChunkHeader is a structured reply chunk header: StructuredReplyMagic, flags, type, the
-// request's cookie, the length of the payload that follows.
-type ChunkHeader struct {
-	Flags  ReplyFlags
-	Type   ChunkType
-	Cookie uint64
-	Length uint32
-}
-
-// AppendBinary appends the StructuredReplyHeaderSize bytes of h to b.
-func (h ChunkHeader) AppendBinary(b []byte) ([]byte, error) {
-	b = binary.BigEndian.AppendUint32(b, StructuredReplyMagic)
-	b = binary.BigEndian.AppendUint16(b, uint16(h.Flags))
-	b = binary.BigEndian.AppendUint16(b, uint16(h.Type))
-	b = binary.BigEndian.AppendUint64(b, h.Cookie)
-	return binary.BigEndian.AppendUint32(b, h.Length), nil
-}
-
-// UnmarshalBinary parses a structured reply chunk header.
-func (h *ChunkHeader) UnmarshalBinary(b []byte) error {
-	if len(b) < StructuredReplyHeaderSize {
-		return io.ErrUnexpectedEOF
-	}
-	if m := binary.BigEndian.Uint32(b); m != StructuredReplyMagic {
-		return fmt.Errorf("nbd: bad structured reply magic %#x", m)
-	}
-	h.Flags = ReplyFlags(binary.BigEndian.Uint16(b[4:]))
-	h.Type = ChunkType(binary.BigEndian.Uint16(b[6:]))
-	h.Cookie = binary.BigEndian.Uint64(b[8:])
-	h.Length = binary.BigEndian.Uint32(b[16:])
-	return nil
-}
-
-// ErrorChunk is the payload of an error chunk (NBD_REPLY_TYPE_ERROR): the error and a message.
-type ErrorChunk struct {
-	Errno   Errno
-	Message string
-}
-
-// AppendBinary appends the wire form of e to b.
-func (e ErrorChunk) AppendBinary(b []byte) ([]byte, error) {
-	if len(e.Message) > 0xffff {
-		return b, fmt.Errorf("nbd: error message of %d bytes exceeds 65535", len(e.Message))
-	}
-	b = binary.BigEndian.AppendUint32(b, uint32(e.Errno))
-	b = binary.BigEndian.AppendUint16(b, uint16(len(e.Message)))
-	return append(b, e.Message...), nil
-}
-
-// UnmarshalBinary parses the whole of b as an error chunk's payload.
-func (e *ErrorChunk) UnmarshalBinary(b []byte) error {
-	if len(b) < 6 {
-		return io.ErrUnexpectedEOF
-	}
-	n := int(binary.BigEndian.Uint16(b[4:]))
-	if len(b)-6 < n {
-		return io.ErrUnexpectedEOF
-	}
-	if len(b)-6 != n {
-		return fmt.Errorf("nbd: %d bytes after the error message", len(b)-6-n)
-	}
-	e.Errno, e.Message = Errno(binary.BigEndian.Uint32(b)), string(b[6:])
-	return nil
-}
-
-// OffsetHoleChunk is the payload of an NBD_REPLY_TYPE_OFFSET_HOLE chunk.
-type OffsetHoleChunk struct {
-	Offset uint64
-	Length uint32
-}
-
-// AppendBinary appends the 12 bytes of h to b.
-func (h OffsetHoleChunk) AppendBinary(b []byte) ([]byte, error) {
-	b = binary.BigEndian.AppendUint64(b, h.Offset)
-	return binary.BigEndian.AppendUint32(b, h.Length), nil
-}
-
-// UnmarshalBinary parses the whole of b as an offset-hole payload.
-func (h *OffsetHoleChunk) UnmarshalBinary(b []byte) error {
-	if len(b) < 12 {
-		return io.ErrUnexpectedEOF
-	}
-	if len(b) != 12 {
-		return fmt.Errorf("nbd: offset-hole payload of %d bytes, want 12", len(b))
-	}
-	h.Offset, h.Length = binary.BigEndian.Uint64(b), binary.BigEndian.Uint32(b[8:])
-	return nil
-}
-
 // appendString32 appends s with a 32-bit length before it.
 func appendString32(b []byte, s string) []byte {
 	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
@@ -363,4 +252,116 @@ func takeString32(b []byte, more int) (string, []byte, error) {
 		return "", nil, io.ErrUnexpectedEOF
 	}
 	return string(b[4 : 4+n]), b[4+n:], nil
+}
+
+// Greeting is the server's first message in the newstyle handshake: Magic, OptionMagic and the
+// handshake flags.
+type Greeting struct {
+	Flags HandshakeFlags
+}
+
+// AppendBinary appends the HandshakeSize bytes of g to b.
+func (g Greeting) AppendBinary(b []byte) ([]byte, error) {
+	b = binary.BigEndian.AppendUint64(b, Magic)
+	b = binary.BigEndian.AppendUint64(b, OptionMagic)
+	return binary.BigEndian.AppendUint16(b, uint16(g.Flags)), nil
+}
+
+// UnmarshalBinary parses a newstyle greeting.
+func (g *Greeting) UnmarshalBinary(b []byte) error {
+	if len(b) < HandshakeSize {
+		return io.ErrUnexpectedEOF
+	}
+	if m := binary.BigEndian.Uint64(b); m != Magic {
+		return fmt.Errorf("nbd: bad server magic %#x", m)
+	}
+	if m := binary.BigEndian.Uint64(b[8:]); m != OptionMagic {
+		return fmt.Errorf("nbd: server magic %#x is not newstyle (oldstyle is not supported)", m)
+	}
+	g.Flags = HandshakeFlags(binary.BigEndian.Uint16(b[16:]))
+	return nil
+}
+
+// ClientFlagsSize is the size of the client flags, the client's answer to the greeting.
+const ClientFlagsSize = 4
+
+// AppendBinary appends the ClientFlagsSize bytes of f to b.
+func (f ClientFlags) AppendBinary(b []byte) ([]byte, error) {
+	return binary.BigEndian.AppendUint32(b, uint32(f)), nil
+}
+
+// UnmarshalBinary parses client flags.
+func (f *ClientFlags) UnmarshalBinary(b []byte) error {
+	if len(b) < ClientFlagsSize {
+		return io.ErrUnexpectedEOF
+	}
+	*f = ClientFlags(binary.BigEndian.Uint32(b))
+	return nil
+}
+
+// ExportNameReply is the server's reply to NBD_OPT_EXPORT_NAME, without the ExportNameZeroes
+// zero bytes that follow it unless both sides agreed on no zeroes: the export's size and
+// transmission flags.
+type ExportNameReply struct {
+	Size  uint64
+	Flags TransmissionFlags
+}
+
+// AppendBinary appends the ExportNameReplySize bytes of r to b.
+func (r ExportNameReply) AppendBinary(b []byte) ([]byte, error) {
+	b = binary.BigEndian.AppendUint64(b, r.Size)
+	return binary.BigEndian.AppendUint16(b, uint16(r.Flags)), nil
+}
+
+// UnmarshalBinary parses an NBD_OPT_EXPORT_NAME reply.
+func (r *ExportNameReply) UnmarshalBinary(b []byte) error {
+	if len(b) < ExportNameReplySize {
+		return io.ErrUnexpectedEOF
+	}
+	r.Size, r.Flags = binary.BigEndian.Uint64(b), TransmissionFlags(binary.BigEndian.Uint16(b[8:]))
+	return nil
+}
+
+// ServerReply is the data of NBD_REP_SERVER, one export of an NBD_OPT_LIST reply: its name
+// (with a 32-bit length) and its description (the rest).
+type ServerReply struct {
+	Name, Description string
+}
+
+// AppendBinary appends the wire form of r to b.
+func (r ServerReply) AppendBinary(b []byte) ([]byte, error) {
+	return append(appendString32(b, r.Name), r.Description...), nil
+}
+
+// UnmarshalBinary parses the whole of b as NBD_REP_SERVER data.
+func (r *ServerReply) UnmarshalBinary(b []byte) error {
+	name, rest, err := takeString32(b, 0)
+	if err != nil {
+		return err
+	}
+	r.Name, r.Description = name, string(rest)
+	return nil
+}
+
+// InfoTextReply is an NBD_REP_INFO reply's data made of its information type and text: the
+// form of NBD_INFO_NAME and NBD_INFO_DESCRIPTION. Any information parses as one, so a reader
+// can learn the type before parsing the data as what it is.
+type InfoTextReply struct {
+	Type InfoType
+	Text string
+}
+
+// AppendBinary appends the wire form of r to b.
+func (r InfoTextReply) AppendBinary(b []byte) ([]byte, error) {
+	b = binary.BigEndian.AppendUint16(b, uint16(r.Type))
+	return append(b, r.Text...), nil
+}
+
+// UnmarshalBinary parses the whole of b as NBD_REP_INFO data.
+func (r *InfoTextReply) UnmarshalBinary(b []byte) error {
+	if len(b) < 2 {
+		return io.ErrUnexpectedEOF
+	}
+	r.Type, r.Text = InfoType(binary.BigEndian.Uint16(b)), string(b[2:])
+	return nil
 }

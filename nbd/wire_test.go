@@ -2,6 +2,7 @@ package nbd_test
 
 import (
 	"encoding/hex"
+	"io"
 	"reflect"
 	"strings"
 	"testing"
@@ -38,12 +39,29 @@ func TestWireBytes(t *testing.T) {
 			"0003 00000001 00001000 02000000"},
 		{"simple reply NBD_EIO", nbd.SimpleReply{Errno: nbd.EIO, Cookie: 0x0102030405060708},
 			"67446698 00000005 0102030405060708"},
-		{"chunk header OFFSET_DATA done", nbd.ChunkHeader{Flags: nbd.ReplyFlagDone, Type: nbd.ReplyTypeOffsetData, Cookie: 1, Length: 520},
+		{"chunk header OFFSET_DATA done", nbd.ChunkHeader{Flags: nbd.ReplyFlagDone, Type: nbd.ChunkTypeOffsetData, Cookie: 1, Length: 520},
 			"668e33ef 0001 0001 0000000000000001 00000208"},
 		{"error chunk NBD_EINVAL", nbd.ErrorChunk{Errno: nbd.EINVAL, Message: "bad"},
 			"00000016 0003 626164"},
 		{"offset-hole chunk", nbd.OffsetHoleChunk{Offset: 4096, Length: 512},
 			"0000000000001000 00000200"},
+		// The greeting spells "NBDMAGIC" and "IHAVEOPT", as the document's "Newstyle
+		// negotiation" section shows.
+		{"greeting", nbd.Greeting{Flags: nbd.FlagFixedNewstyle | nbd.FlagNoZeroes},
+			"4e42444d41474943 49484156454f5054 0003"},
+		{"client flags", nbd.FlagCFixedNewstyle | nbd.FlagCNoZeroes, "00000003"},
+		{"NBD_OPT_EXPORT_NAME reply", nbd.ExportNameReply{Size: 1 << 20, Flags: nbd.FlagHasFlags | nbd.FlagReadOnly},
+			"0000000000100000 0003"},
+		{"NBD_REP_SERVER data", nbd.ServerReply{Name: "root", Description: "the root"},
+			"00000004 726f6f74 74686520726f6f74"},
+		{"NBD_INFO_NAME", nbd.InfoTextReply{Type: nbd.InfoName, Text: "root"}, "0001 726f6f74"},
+		// Structured reply payloads, laid out as in the section "Structured reply types".
+		{"offset-data chunk start", nbd.OffsetDataChunk{Offset: 4096}, "0000000000001000"},
+		{"block status chunk", nbd.BlockStatusChunk{ContextID: 1, Extents: []nbd.Extent{
+			{Offset: 0, Length: 4096}, {Offset: 4096, Length: 512, Hole: true, Zero: true}}},
+			"00000001 00001000 00000000 00000200 00000003"},
+		{"error-offset chunk", nbd.ErrorOffsetChunk{ErrorChunk: nbd.ErrorChunk{Errno: nbd.EIO, Message: "bad"}, Offset: 512},
+			"00000005 0003 626164 0000000000000200"},
 		{"request NBD_CMD_READ", nbd.Request{Type: nbd.CmdRead, Cookie: 2, Offset: 512, Length: 4096},
 			"25609513 0000 0000 0000000000000002 0000000000000200 00001000"},
 	}
@@ -58,6 +76,13 @@ func TestWireBytes(t *testing.T) {
 			u := back.Interface().(interface{ UnmarshalBinary([]byte) error })
 			require.NoError(t, u.UnmarshalBinary(want))
 			assert.Equal(t, tt.v, back.Elem().Interface())
+			// Cut short, it is incomplete (or, where its last field takes the rest, shorter).
+			for k := range len(want) {
+				err := reflect.New(reflect.TypeOf(tt.v)).Interface().(interface{ UnmarshalBinary([]byte) error }).UnmarshalBinary(want[:k])
+				if err != nil {
+					require.ErrorIs(t, err, io.ErrUnexpectedEOF, "first %d bytes", k)
+				}
+			}
 		})
 	}
 }

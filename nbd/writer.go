@@ -36,7 +36,8 @@ type msgWriter struct {
 	timer *time.Timer
 	armed bool
 	// deferred is set while the owner promises to call undefer before it next blocks:
-	// messages then wait in the buffer for those that follow them.
+	// messages then wait in the buffer for those that follow them. A server connection keeps
+	// the promise in promise.go only.
 	deferred atomic.Bool
 	// With timeout set, every write must complete within it: armWrite moves dl's write
 	// deadline forward when less than three quarters of timeout are left.

@@ -61,15 +61,15 @@ func FuzzReadReply(f *testing.F) {
 	simple = binary.BigEndian.AppendUint64(simple, 1)
 	f.Add(append(simple, make([]byte, 16)...), false)
 	data := binary.BigEndian.AppendUint64(nil, 0)
-	f.Add(chunkSeed(nbd.ReplyFlagDone, nbd.ReplyTypeOffsetData, 1, append(data, make([]byte, 16)...)), true)
+	f.Add(chunkSeed(nbd.ReplyFlagDone, nbd.ChunkTypeOffsetData, 1, append(data, make([]byte, 16)...)), true)
 	hole := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(nil, 8), 8)
-	f.Add(append(chunkSeed(0, nbd.ReplyTypeOffsetData, 1, append(data, make([]byte, 8)...)),
-		chunkSeed(nbd.ReplyFlagDone, nbd.ReplyTypeOffsetHole, 1, hole)...), true)
+	f.Add(append(chunkSeed(0, nbd.ChunkTypeOffsetData, 1, append(data, make([]byte, 8)...)),
+		chunkSeed(nbd.ReplyFlagDone, nbd.ChunkTypeOffsetHole, 1, hole)...), true)
 	errPayload := binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint32(nil, 22), 3)
-	f.Add(chunkSeed(nbd.ReplyFlagDone, nbd.ReplyTypeError, 1, append(errPayload, "bad"...)), true)
+	f.Add(chunkSeed(nbd.ReplyFlagDone, nbd.ChunkTypeError, 1, append(errPayload, "bad"...)), true)
 	bs := binary.BigEndian.AppendUint32(nil, 1)
 	bs = binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(bs, 16), 3)
-	f.Add(chunkSeed(nbd.ReplyFlagDone, nbd.ReplyTypeBlockStatus, 2, bs), true)
+	f.Add(chunkSeed(nbd.ReplyFlagDone, nbd.ChunkTypeBlockStatus, 2, bs), true)
 	f.Fuzz(func(t *testing.T, stream []byte, structured bool) {
 		decode(stream, structured, func(w *wire) {
 			in := map[uint64]pending{1: {nbd.CmdRead, 0, 16}, 2: {nbd.CmdBlockStatus, 0, 16}, 3: {nbd.CmdWrite, 0, 16}}

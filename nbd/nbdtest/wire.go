@@ -361,7 +361,7 @@ func (w *wire) readReply(in map[uint64]pending) reply {
 				}
 				return r
 			}
-			if typ == nbd.ReplyTypeNone {
+			if typ == nbd.ChunkTypeNone {
 				w.t.Errorf("nbdtest: NBD_REPLY_TYPE_NONE without NBD_REPLY_FLAG_DONE")
 			}
 		default:
@@ -391,18 +391,18 @@ func (w *wire) chunk(r *reply, p pending, typ nbd.ChunkType, d []byte, covered [
 		}
 	}
 	switch typ {
-	case nbd.ReplyTypeNone:
+	case nbd.ChunkTypeNone:
 		if len(d) != 0 {
 			w.t.Errorf("nbdtest: NBD_REPLY_TYPE_NONE with %d bytes", len(d))
 		}
-	case nbd.ReplyTypeOffsetData:
+	case nbd.ChunkTypeOffsetData:
 		if p.cmd != nbd.CmdRead || len(d) < 9 {
 			w.t.Errorf("nbdtest: NBD_REPLY_TYPE_OFFSET_DATA of %d bytes to %v", len(d), p.cmd)
 			return
 		}
 		r.dataChunks++
 		place(binary.BigEndian.Uint64(d), uint64(len(d)-8), d[8:])
-	case nbd.ReplyTypeOffsetHole:
+	case nbd.ChunkTypeOffsetHole:
 		if p.cmd != nbd.CmdRead || len(d) != 12 {
 			w.t.Errorf("nbdtest: NBD_REPLY_TYPE_OFFSET_HOLE of %d bytes to %v", len(d), p.cmd)
 			return
@@ -413,7 +413,7 @@ func (w *wire) chunk(r *reply, p pending, typ nbd.ChunkType, d []byte, covered [
 			w.t.Errorf("nbdtest: NBD_REPLY_TYPE_OFFSET_HOLE of length 0")
 		}
 		place(binary.BigEndian.Uint64(d), uint64(n), nil)
-	case nbd.ReplyTypeBlockStatus:
+	case nbd.ChunkTypeBlockStatus:
 		if p.cmd != nbd.CmdBlockStatus || len(d) < 12 || (len(d)-4)%8 != 0 {
 			w.t.Errorf("nbdtest: NBD_REPLY_TYPE_BLOCK_STATUS of %d bytes to %v", len(d), p.cmd)
 			return
@@ -430,7 +430,7 @@ func (w *wire) chunk(r *reply, p pending, typ nbd.ChunkType, d []byte, covered [
 			ext = append(ext, extent{binary.BigEndian.Uint32(d[i:]), binary.BigEndian.Uint32(d[i+4:])})
 		}
 		r.contexts[id] = ext
-	case nbd.ReplyTypeError, nbd.ReplyTypeErrorOffset:
+	case nbd.ChunkTypeError, nbd.ChunkTypeErrorOffset:
 		if len(d) < 6 {
 			w.t.Errorf("nbdtest: %v of %d bytes", typ, len(d))
 			return
@@ -438,7 +438,7 @@ func (w *wire) chunk(r *reply, p pending, typ nbd.ChunkType, d []byte, covered [
 		e := nbd.Errno(binary.BigEndian.Uint32(d))
 		msgLen := int(binary.BigEndian.Uint16(d[4:]))
 		want := 6 + msgLen
-		if typ == nbd.ReplyTypeErrorOffset {
+		if typ == nbd.ChunkTypeErrorOffset {
 			want += 8
 		}
 		if len(d) != want {
