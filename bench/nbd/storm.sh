@@ -19,11 +19,19 @@
 # (user+system, reaped children included). The table gives the median of ROUNDS and [min-max],
 # and netroot's figure over each peer's within the same round (median and range).
 #
+# The storm runs in a network namespace of its own whose loopback has SYN cookies off. nbd-server
+# listens with a backlog of 10: when 50 clients connect at once, the kernel drops the SYNs that
+# find its accept queue full and the clients try again one, three, seven seconds later (what a
+# storm of machines meets); with SYN cookies on (Debian's default) a client whose handshake
+# completed by cookie while the queue was full is never accepted and waits forever for the
+# server's greeting. Per-client completion times are fio's job_runtime, which starts once the
+# client is connected; the aggregate MB/s counts from fio's start, connections included.
+#
 # All clients connect from 127.0.0.1, where a storm's machines have an address each, so netroot
 # runs without its limit on connections negotiating at once from one address (32 by default).
 #
-# Usage: bench/nbd/storm.sh   (from the repository root, as root or a user that may read
-#                              /proc/PID/smaps_rollup of the servers; needs .ci/packages/nbd.txt)
+# Usage: bench/nbd/storm.sh   (from the repository root, as root: unshare -n, sysctl; needs
+#                              .ci/packages/nbd.txt, iproute2, util-linux)
 # Environment: CLIENTS (default "50 200"), ROUNDS (default 3), IMAGE_MB (default 256),
 #              IODEPTH (default 2), BS (default 128k), RANDOM_PCT (default 10),
 #              SERVERS (default "netroot nbd-server nbdkit-file"), BACKEND (netroot's storage,
@@ -49,17 +57,25 @@ NBD_SERVER=$(command -v nbd-server || echo /usr/sbin/nbd-server)
 [ -x "$NBD_SERVER" ] || { echo "missing nbd-server (Debian package nbd-server)" >&2; exit 2; }
 fio --enghelp=nbd >/dev/null 2>&1 || { echo "fio has no nbd engine" >&2; exit 2; }
 
-WORK=$(mktemp -d /dev/shm/netroot-nbd-storm.XXXXXX)
+if [ -z "${STORM_NETNS:-}" ]; then
+	# The storm runs in a network namespace of its own (see the top of this file).
+	WORK=$(mktemp -d /dev/shm/netroot-nbd-storm.XXXXXX)
+	trap 'rm -rf "$WORK"' EXIT
+	echo "building netroot's bench server" >&2
+	go build -o "$WORK/netroot-nbd" ./bench/nbd
+	STORM_NETNS=1 WORK=$WORK unshare -n "$0" "$@"
+	exit
+fi
+ip link set lo up
+sysctl -qw net.ipv4.tcp_syncookies=0
+
 RESULTS=$WORK/results
 declare -A PID PORT
 cleanup() {
 	for name in "${!PID[@]}"; do stop_server "$name"; done
-	rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-echo "building netroot's bench server" >&2
-go build -o "$WORK/netroot-nbd" ./bench/nbd
 SRC=$WORK/source.img
 head -c "$((IMAGE_MB << 20))" /dev/urandom >"$SRC"
 
@@ -206,7 +222,7 @@ storm() {
 	local sampler=$!
 	c0=$(cputicks "$name")
 	t0=$(date +%s.%N)
-	timeout "$STEP_TIMEOUT" fio --name=storm --ioengine=nbd --uri="$uri" --thread \
+	timeout -k 10 "$STEP_TIMEOUT" fio --name=storm --ioengine=nbd --uri="$uri" --thread \
 		--numjobs="$n" --rw=randread --percentage_random="$RANDOM_PCT" --bs="$BS" \
 		--iodepth="$IODEPTH" --size="${IMAGE_MB}M" --output-format=json \
 		>"$WORK/fio.json" 2>"$WORK/err" || { cat "$WORK/err" >&2; touch "$WORK/peak.stop"; return 1; }
