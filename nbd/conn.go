@@ -83,6 +83,7 @@ type conn struct {
 	served, slowUntil uint64
 	sem               chan struct{}
 	budget            budget
+	workers           workers
 }
 
 func newServerConn(s *Server, c net.Conn) *conn {

@@ -178,8 +178,10 @@ func (c *conn) transmit() error {
 	nc := c.nc
 	c.mu.Unlock()
 	c.w.setTimeout(c.srv.writeTimeout(), nc)
+	c.startWorkers()
 	err := c.readRequests()
 	c.inflight.Wait()
+	c.stopWorkers()
 	if c.pipe != nil {
 		c.pipe.close()
 	}
@@ -324,7 +326,7 @@ func (c *conn) dispatch(r Request) error {
 	}
 	c.inflight.Add(1)
 	c.active.Add(1)
-	go c.run(r, buf, held)
+	c.start(job{r, buf, held})
 	return nil
 }
 
