@@ -12,7 +12,8 @@
 #
 # Per storm: aggregate MB/s (all clients' bytes over the storm's wall time, from fio's start to
 # the last client's end, connections included), p50 and p99 of the clients' completion times
-# (fio's job_runtime), the server's peak memory while the storm ran (the sum of the proportional
+# (fio's job_runtime) of those that read the whole image, how many did not (failed to connect),
+# the server's peak memory while the storm ran (the sum of the proportional
 # set size, PSS, of the server's process and all its children, sampled every 0.1 s, minus what it
 # used idle before the storm; PSS so that nbd-server's forked children are not counted once per
 # child for the pages they share) divided by CLIENTS, and the server's CPU seconds per GB read
@@ -222,31 +223,35 @@ storm() {
 	local sampler=$!
 	c0=$(cputicks "$name")
 	t0=$(date +%s.%N)
+	# fio fails when a client cannot connect; the others' results still count, and the
+	# failed clients are reported.
 	timeout -k 10 "$STEP_TIMEOUT" fio --name=storm --ioengine=nbd --uri="$uri" --thread \
 		--numjobs="$n" --rw=randread --percentage_random="$RANDOM_PCT" --bs="$BS" \
 		--iodepth="$IODEPTH" --size="${IMAGE_MB}M" --output-format=json \
-		>"$WORK/fio.json" 2>"$WORK/err" || { cat "$WORK/err" >&2; touch "$WORK/peak.stop"; return 1; }
+		>"$WORK/fio.json" 2>"$WORK/err" || sort "$WORK/err" | uniq -c >&2
 	t1=$(date +%s.%N)
 	c1=$(cputicks "$name")
 	touch "$WORK/peak.stop"
 	wait "$sampler"
 	peak=$(cat "$WORK/peak")
-	python3 - "$WORK/fio.json" "$name" "$n" "$t0" "$t1" "$c0" "$c1" "$(getconf CLK_TCK)" "$idle" "$peak" "$round" >>"$RESULTS" <<-'EOF'
+	python3 - "$WORK/fio.json" "$name" "$n" "$t0" "$t1" "$c0" "$c1" "$(getconf CLK_TCK)" "$idle" "$peak" "$round" "$IMAGE_MB" >>"$RESULTS" <<-'EOF'
 		import json, statistics, sys
-		path, name, n, t0, t1, c0, c1, tck, idle, peak, rnd = sys.argv[1:]
+		path, name, n, t0, t1, c0, c1, tck, idle, peak, rnd = sys.argv[1:12]
 		text = open(path).read()
 		jobs = json.loads(text[text.index("{"):])["jobs"]
-		errs = [j["error"] for j in jobs if j["error"]]
-		if errs or len(jobs) != int(n):
-		    sys.exit("storm %s: %d jobs, errors %s" % (name, len(jobs), errs[:3]))
-		done = sorted(j["job_runtime"] / 1000 for j in jobs)  # ms -> s
+		if len(jobs) != int(n):
+		    sys.exit("storm %s: %d jobs of %s" % (name, len(jobs), n))
+		ok = [j for j in jobs if not j["error"] and j["read"]["io_bytes"] >= int(sys.argv[12]) << 20]
+		if not ok:
+		    sys.exit("storm %s: no client completed" % name)
+		done = sorted(j["job_runtime"] / 1000 for j in ok)  # ms -> s
 		total = sum(j["read"]["io_bytes"] for j in jobs)
 		wall = float(t1) - float(t0)
 		p = lambda q: done[min(len(done) - 1, int(q * len(done)))]
 		cpu = (float(c1) - float(c0)) / float(tck) / (total / 1e9)
 		mem = max(0, int(peak) - int(idle)) / int(n)  # KiB per connection
 		print(name, n, "%.1f" % (total / wall / 1e6), "%.3f" % statistics.median(done),
-		      "%.3f" % p(0.99), "%.0f" % (int(peak) / 1024), "%.0f" % mem, "%.3f" % cpu, rnd)
+		      "%.3f" % p(0.99), "%.0f" % (int(peak) / 1024), "%.0f" % mem, "%.3f" % cpu, int(n) - len(ok), rnd)
 	EOF
 	tail -1 "$RESULTS" >&2
 }
@@ -271,7 +276,7 @@ import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip() and l.split()[-1] != "0"]
 print("NBD boot storm: %s MiB image in /dev/shm per client, bs %s, iodepth %s, %s%% random jumps; "
       "median [min-max] of %s interleaved rounds" % (sys.argv[2], sys.argv[5], sys.argv[4], sys.argv[6], sys.argv[3]))
-cols = ["MB/s", "p50 s", "p99 s", "peak PSS MiB", "KiB/conn", "CPU s/GB"]
+cols = ["MB/s", "p50 s", "p99 s", "peak PSS MiB", "KiB/conn", "CPU s/GB", "failed"]
 def cell(v):
     f = lambda x: ("%.3g" % x) if x < 1000 else "%.0f" % x
     return "%s [%s-%s]" % (f(statistics.median(v)), f(min(v)), f(max(v)))
@@ -292,7 +297,7 @@ for n, servers in sorted(by.items()):
         common = sorted(set(ours) & set(r))
         ratios = []
         for i in range(len(cols)):
-            rs = [ours[k][i] / r[k][i] for k in common if r[k][i]]
+            rs = [ours[k][i] / r[k][i] for k in common if r[k][i] and cols[i] != "failed"]
             ratios.append(cell(rs) + "x" if rs else "-")
         print("| %d | netroot / %s | " % (n, name) + " | ".join(ratios) + " |")
 EOF
