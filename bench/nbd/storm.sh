@@ -12,7 +12,9 @@
 #
 # Per storm: aggregate MB/s (all clients' bytes over the storm's wall time, from fio's start to
 # the last client's end, connections included), p50 and p99 of the clients' completion times
-# (fio's job_runtime) of those that read the whole image, how many did not (failed to connect),
+# (fio's job_runtime, which starts once the client is connected) of those that read the whole
+# image, when the last of them was done counted from the storm's start (connections included),
+# how many did not read it (failed to connect),
 # the server's peak memory while the storm ran (the sum of the proportional
 # set size, PSS, of the server's process and all its children, sampled every 0.1 s, minus what it
 # used idle before the storm; PSS so that nbd-server's forked children are not counted once per
@@ -276,13 +278,16 @@ import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip() and l.split()[-1] != "0"]
 print("NBD boot storm: %s MiB image in /dev/shm per client, bs %s, iodepth %s, %s%% random jumps; "
       "median [min-max] of %s interleaved rounds" % (sys.argv[2], sys.argv[5], sys.argv[4], sys.argv[6], sys.argv[3]))
-cols = ["MB/s", "p50 s", "p99 s", "peak PSS MiB", "KiB/conn", "CPU s/GB", "failed"]
+cols = ["MB/s", "p50 s", "p99 s", "peak PSS MiB", "KiB/conn", "CPU s/GB", "failed", "all done s"]
 def cell(v):
     f = lambda x: ("%.3g" % x) if x < 1000 else "%.0f" % x
     return "%s [%s-%s]" % (f(statistics.median(v)), f(min(v)), f(max(v)))
 by = {}
 for name, n, *vals, rnd in rows:
-    by.setdefault(int(n), {}).setdefault(name, {})[int(rnd)] = [float(x) for x in vals]
+    vals = [float(x) for x in vals]
+    # The storm's wall time: when the last client was done, counted from the storm's start.
+    vals.append((int(n) - vals[6]) * (int(sys.argv[2]) << 20) / (vals[0] * 1e6))
+    by.setdefault(int(n), {}).setdefault(name, {})[int(rnd)] = vals
 print("| clients | server | " + " | ".join(cols) + " |")
 print("| ---: | --- |" + " ---: |" * len(cols))
 for n, servers in sorted(by.items()):
