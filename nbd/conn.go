@@ -78,10 +78,13 @@ type conn struct {
 
 	inflight sync.WaitGroup
 	active   atomic.Int32 // requests being handled, whose replies are still to come
-	// served counts the requests served inline; until it reaches slowUntil, none are.
-	served, slowUntil uint64
-	sem               chan struct{}
-	budget            budget
+	// Until requests reaches slowUntil, none are served inline.
+	slowUntil uint64
+	// fast counts the requests in a row served in less than slowInline.
+	fast    atomic.Int64
+	sem     chan struct{}
+	budget  budget
+	workers workers
 }
 
 func newServerConn(s *Server, c net.Conn) *conn {

@@ -1,5 +1,5 @@
 // The request loop of a connection in transmission: reading requests, checking them, and
-// serving each inline or on a goroutine of its own.
+// serving each inline or on a parked worker (workers.go).
 
 package nbd
 
@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/netroot/netroot/backend"
@@ -25,8 +26,10 @@ func (c *conn) transmit() error {
 	nc := c.nc
 	c.mu.Unlock()
 	c.w.setTimeout(c.srv.writeTimeout(), nc)
+	c.startWorkers()
 	err := c.readRequests()
 	c.inflight.Wait()
+	c.stopWorkers()
 	if c.pipe != nil {
 		c.pipe.close()
 	}
@@ -164,17 +167,34 @@ func (c *conn) dispatch(r Request) error {
 	}
 	c.inflight.Add(1)
 	c.active.Add(1)
-	go c.run(r, buf, held)
+	c.start(job{r, buf, held})
 	return nil
 }
 
 // Requests that a device serves in less than slowInline may be served on the request-reading
 // goroutine; after one that takes longer, the next slowSpell requests get goroutines of their
 // own whatever their size.
+// slowInline is a request that takes longer than this, in nanoseconds (a variable for the tests).
+var slowInline atomic.Int64
+
+func init() { slowInline.Store(int64(200 * time.Microsecond)) }
+
 const (
-	slowInline = 200 * time.Microsecond
-	slowSpell  = 1024
+	slowSpell = 1024
+	// fastStreak is how many requests in a row must take less than slowInline before bursts
+	// of requests of at most inlineBurst bytes are served inline; one slow request ends it.
+	fastStreak  = 64
+	inlineBurst = 8 << 10
 )
+
+// timed records how long a request took for the inline rules.
+func (c *conn) timed(start time.Time) {
+	if time.Since(start) > time.Duration(slowInline.Load()) {
+		c.fast.Store(0)
+	} else {
+		c.fast.Add(1)
+	}
+}
 
 // inline reports whether r is served on the request-reading goroutine: a small request when
 // nothing else is in flight or already received. A goroutine costs more than such a request
@@ -182,7 +202,21 @@ const (
 // their own goroutine, so that one slow request does not hold up the rest and reading the next
 // request overlaps with the device and with sending the reply.
 func (c *conn) inline(r Request) bool {
-	if c.served < c.slowUntil || c.active.Load() != 0 {
+	if uint64(c.requests.Load()) < c.slowUntil {
+		return false
+	}
+	// Once the device has answered fastStreak requests in a row quickly, small reads and writes
+	// are served here even in a burst: handing each to another goroutine (a wake-up and a
+	// context switch or two) costs more than the request (fio, 4 KiB at queue depth 32).
+	if r.Length <= inlineBurst && c.fast.Load() >= fastStreak {
+		switch r.Type {
+		case CmdRead:
+			return true
+		case CmdWrite:
+			return int(r.Length) <= c.br.Size()
+		}
+	}
+	if c.active.Load() != 0 {
 		return false
 	}
 	if r.Type == CmdWrite {
@@ -202,7 +236,6 @@ func (c *conn) inline(r Request) bool {
 
 // serveInline serves r on the request-reading goroutine.
 func (c *conn) serveInline(r Request) (err error) {
-	c.served++
 	start := time.Now()
 	defer func() {
 		if v := recover(); v != nil {
@@ -229,8 +262,11 @@ func (c *conn) serveInline(r Request) (err error) {
 	default:
 		c.handle(r, nil)
 	}
-	if time.Since(start) > slowInline {
-		c.slowUntil = c.served + slowSpell
+	if time.Since(start) > time.Duration(slowInline.Load()) {
+		c.slowUntil = uint64(c.requests.Load()) + slowSpell
+		c.fast.Store(0)
+	} else {
+		c.fast.Add(1)
 	}
 	return nil
 }
@@ -267,6 +303,7 @@ func (c *conn) run(r Request, buf *[]byte, held hold) {
 	if buf != nil {
 		payload = *buf
 	}
+	defer c.timed(time.Now())
 	c.handle(r, payload)
 }
 

@@ -489,3 +489,73 @@ func TestBlockStatusManyExtents(t *testing.T) {
 		require.Equal(t, nbd.Extent{Offset: pos, Length: 512, Hole: h, Zero: h}, e, "extent %d", i)
 	}
 }
+
+// After a streak of fast requests a burst of small reads is served in turn on the
+// request-reading goroutine; a slow one among them ends that: its successor waits for it, and
+// the requests after it are served concurrently again (out of order, as before the streak).
+func TestInlineBurstAfterFastStreak(t *testing.T) {
+	// Under the race detector on a loaded machine a request may take longer than slowInline.
+	t.Cleanup(nbd.SetSlowInline(100 * time.Millisecond)) // runs after the server has stopped
+	first, second := make(chan struct{}), make(chan struct{})
+	dev := &gatedDevice{Memory: patterned(1 << 20), at: 8192, gates: make(chan chan struct{}, 2)}
+	dev.gates <- first
+	dev.gates <- second
+	addr := coreServe(t, &nbd.Server{Exports: coreExports(t, &nbd.Export{Name: "x", Device: dev})})
+	r := dialRaw(t, addr, nbd.FlagCFixedNewstyle|nbd.FlagCNoZeroes)
+	r.goRaw("x", false)
+	read := func(cookie, off uint64) []byte {
+		b, err := nbd.Request{Type: nbd.CmdRead, Cookie: cookie, Offset: off, Length: 512}.MarshalBinary()
+		require.NoError(t, err)
+		return b
+	}
+	expect := func(cookie, off uint64) {
+		t.Helper()
+		r.expectOK(cookie)
+		got := make([]byte, 512)
+		_, err := io.ReadFull(r.br, got)
+		require.NoError(t, err)
+		require.Equal(t, dev.Bytes()[off:off+512], got)
+	}
+	// A streak: 128 reads, in bursts of 16.
+	for burst := range 8 {
+		var b []byte
+		for i := range 16 {
+			b = append(b, read(uint64(100+16*burst+i), 0)...)
+		}
+		r.write(b)
+		got := map[uint64]bool{}
+		for range 16 {
+			errno, cookie := r.simpleReply()
+			require.Zero(t, errno)
+			_, err := io.ReadFull(r.br, make([]byte, 512))
+			require.NoError(t, err)
+			got[cookie] = true
+		}
+		require.Len(t, got, 16)
+	}
+	// The blocked read is served inline: the next one is answered only after it.
+	r.write(append(read(1, 8192), read(2, 0)...))
+	time.Sleep(250 * time.Millisecond) // past slowInline (100 ms here)
+	close(first)
+	expect(1, 8192)
+	expect(2, 0)
+	// Served concurrently again: a blocked read no longer holds up the next.
+	r.write(append(read(3, 8192), read(4, 4096)...))
+	expect(4, 4096)
+	close(second)
+	expect(3, 8192)
+}
+
+// gatedDevice makes each read at offset at wait for the next gate to close.
+type gatedDevice struct {
+	*backend.Memory
+	at    int64
+	gates chan chan struct{}
+}
+
+func (d *gatedDevice) ReadAt(p []byte, off int64) (int, error) {
+	if off == d.at {
+		<-<-d.gates
+	}
+	return d.Memory.ReadAt(p, off)
+}

@@ -23,6 +23,7 @@ func main() {
 	name := flag.String("name", "bench", "export name")
 	kind := flag.String("backend", "file", "storage: file (pread/pwrite), mmap or memory (file loaded into RAM)")
 	readOnly := flag.Bool("readonly", false, "export read-only")
+	perSource := flag.Int("max-handshakes-per-source", 0, "nbd.Server.MaxHandshakesPerSource (0: the default, negative: no limit)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -36,14 +37,14 @@ func main() {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	if err := run(*addr, *file, *name, *kind, *readOnly); err != nil {
+	if err := run(*addr, *file, *name, *kind, *readOnly, *perSource); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "nbd bench server:", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr, file, name, kind string, readOnly bool) error {
+func run(addr, file, name, kind string, readOnly bool, perSource int) error {
 	if file == "" {
 		return fmt.Errorf("-file is required")
 	}
@@ -76,7 +77,7 @@ func run(addr, file, name, kind string, readOnly bool) error {
 	if err != nil {
 		return err
 	}
-	srv := &nbd.Server{Addr: addr, Exports: set}
+	srv := &nbd.Server{Addr: addr, Exports: set, MaxHandshakesPerSource: perSource}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	go func() {

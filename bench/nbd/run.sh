@@ -21,7 +21,9 @@
 #              BACKEND (netroot's storage: file, mmap or memory; default file),
 #              SERVERS (subset, default "netroot nbd-server nbdkit-file qemu-nbd ceiling"; ceiling
 #              stands for ceiling-memory and ceiling-pattern),
-#              WORKLOADS (subset of the eight, default all).
+#              WORKLOADS (subset of the eight, default all),
+#              NETROOT_ALT (a second build of ./bench/nbd, e.g. from another commit: add netroot-alt to
+#              SERVERS to compare two versions of netroot in the same interleaved run).
 # Every step runs under timeout(1); the whole run is bounded by roughly
 # servers x workloads x REPEAT x (copy time or FIO_SECONDS).
 set -euo pipefail
@@ -77,6 +79,10 @@ start_server() { # name: starts it on a free port with its own copy of the image
 	case $name in
 	netroot)
 		"$WORK/netroot-nbd" -addr "127.0.0.1:$port" -file "$img" -name bench -backend "$BACKEND" 2>>"$WORK/server.log" &
+		PID[$name]=$!
+		;;
+	netroot-alt)
+		"$NETROOT_ALT" -addr "127.0.0.1:$port" -file "$img" -name bench -backend "$BACKEND" 2>>"$WORK/server.log" &
 		PID[$name]=$!
 		;;
 	nbd-server)
@@ -217,7 +223,7 @@ for line in open(sys.argv[1]):
 print("NBD bench: image %d MiB in /dev/shm, median of %s interleaved runs; GB/s for copies, kIOPS for fio"
       % (int(sys.argv[2]) >> 20, sys.argv[3]))
 peers = ["nbd-server", "nbdkit-file", "qemu-nbd"]
-cols = ["netroot"] + peers + ["ceiling"]
+cols = ["netroot"] + (["netroot-alt"] if any("netroot-alt" in r for r in figs.values()) else []) + peers + ["ceiling"]
 # The ceiling of a workload is the better no-I/O server's (see the top of run.sh).
 for w, r in figs.items():
     have = [c for c in ("ceiling-memory", "ceiling-pattern") if c in r]

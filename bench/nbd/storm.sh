@@ -1,0 +1,308 @@
+#!/bin/bash
+# A boot storm as an NBD server sees it: CLIENTS connections at once, each reading a 256 MiB
+# image the way the kernel's NBD client does under squashfs (128 KiB reads, mostly sequential,
+# some random jumps), against netroot's NBD server, nbd-server (one process per client) and
+# nbdkit's file plugin, all serving read-only copies of the same image held in memory (/dev/shm).
+#
+# Each client is one fio job with its own connection (fio's nbd engine, --thread, one libnbd
+# handle per job): rw=randread with percentage_random=10 (90% of the reads continue where the last
+# ended), bs=128k, iodepth=IODEPTH, the whole 256 MiB once. Every server runs for the whole
+# benchmark and the storms are interleaved: each round runs one storm per server, in an order that
+# rotates from round to round; one untimed storm goes first.
+#
+# Per storm: aggregate MB/s (all clients' bytes over the storm's wall time, from fio's start to
+# the last client's end, connections included), p50 and p99 of the clients' completion times
+# (fio's job_runtime, which starts once the client is connected) of those that read the whole
+# image, when the last of them was done counted from the storm's start (connections included),
+# how many did not read it (failed to connect),
+# the server's peak memory while the storm ran (the sum of the proportional
+# set size, PSS, of the server's process and all its children, sampled every 0.1 s, minus what it
+# used idle before the storm; PSS so that nbd-server's forked children are not counted once per
+# child for the pages they share) divided by CLIENTS, and the server's CPU seconds per GB read
+# (user+system, reaped children included). The table gives the median of ROUNDS and [min-max],
+# and netroot's figure over each peer's within the same round (median and range).
+#
+# The storm runs in a network namespace of its own whose loopback has SYN cookies off. nbd-server
+# listens with a backlog of 10: when 50 clients connect at once, the kernel drops the SYNs that
+# find its accept queue full and the clients try again one, three, seven seconds later (what a
+# storm of machines meets); with SYN cookies on (Debian's default) a client whose handshake
+# completed by cookie while the queue was full is never accepted and waits forever for the
+# server's greeting. Per-client completion times are fio's job_runtime, which starts once the
+# client is connected; the aggregate MB/s counts from fio's start, connections included.
+#
+# All clients connect from 127.0.0.1, where a storm's machines have an address each, so netroot
+# runs without its limit on connections negotiating at once from one address (32 by default).
+#
+# Usage: bench/nbd/storm.sh   (from the repository root, as root: unshare -n, sysctl; needs
+#                              .ci/packages/nbd.txt, iproute2, util-linux)
+# Environment: CLIENTS (default "50 200"), ROUNDS (default 3), IMAGE_MB (default 256),
+#              IODEPTH (default 2), BS (default 128k), RANDOM_PCT (default 10),
+#              SERVERS (default "netroot nbd-server nbdkit-file"), BACKEND (netroot's storage,
+#              default file).
+# Bounded: each storm runs under timeout(1) (STEP_TIMEOUT, default 300 s).
+set -euo pipefail
+
+CLIENTS=${CLIENTS:-"50 200"}
+ROUNDS=${ROUNDS:-3}
+IMAGE_MB=${IMAGE_MB:-256}
+IODEPTH=${IODEPTH:-2}
+BS=${BS:-128k}
+RANDOM_PCT=${RANDOM_PCT:-10}
+SERVERS=${SERVERS:-"netroot nbd-server nbdkit-file"}
+BACKEND=${BACKEND:-file}
+STEP_TIMEOUT=${STEP_TIMEOUT:-300}
+
+cd "$(dirname "$0")/../.."
+for p in fio nbdkit python3; do
+	command -v "$p" >/dev/null || { echo "missing $p" >&2; exit 2; }
+done
+NBD_SERVER=$(command -v nbd-server || echo /usr/sbin/nbd-server)
+[ -x "$NBD_SERVER" ] || { echo "missing nbd-server (Debian package nbd-server)" >&2; exit 2; }
+fio --enghelp=nbd >/dev/null 2>&1 || { echo "fio has no nbd engine" >&2; exit 2; }
+
+if [ -z "${STORM_NETNS:-}" ]; then
+	# The storm runs in a network namespace of its own (see the top of this file).
+	WORK=$(mktemp -d /dev/shm/netroot-nbd-storm.XXXXXX)
+	trap 'rm -rf "$WORK"' EXIT
+	echo "building netroot's bench server" >&2
+	go build -o "$WORK/netroot-nbd" ./bench/nbd
+	STORM_NETNS=1 WORK=$WORK unshare -n "$0" "$@"
+	exit
+fi
+ip link set lo up
+sysctl -qw net.ipv4.tcp_syncookies=0
+
+RESULTS=$WORK/results
+declare -A PID PORT
+cleanup() {
+	for name in "${!PID[@]}"; do stop_server "$name"; done
+}
+trap cleanup EXIT
+
+SRC=$WORK/source.img
+head -c "$((IMAGE_MB << 20))" /dev/urandom >"$SRC"
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() {
+	for _ in $(seq 200); do
+		if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),1)" 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.05
+	done
+	echo "server on port $1 did not start" >&2
+	return 1
+}
+
+start_server() { # name: starts it on a free port with its own copy of the image
+	local name=$1 port img=$WORK/$1.img
+	port=$(free_port)
+	cp "$SRC" "$img"
+	case $name in
+	netroot)
+		"$WORK/netroot-nbd" -addr "127.0.0.1:$port" -file "$img" -name bench -readonly -max-handshakes-per-source -1 \
+			-backend "$BACKEND" 2>>"$WORK/server.log" &
+		PID[$name]=$!
+		;;
+	nbd-server)
+		cat >"$WORK/nbd-server.conf" <<-EOF
+			[generic]
+			port = $port
+			listenaddr = 127.0.0.1
+			[bench]
+			exportname = $img
+			readonly = true
+		EOF
+		"$NBD_SERVER" -C "$WORK/nbd-server.conf" -p "$WORK/nbd-server.pid"
+		wait_port "$port"
+		PID[$name]=$(cat "$WORK/nbd-server.pid")
+		;;
+	nbdkit-file)
+		nbdkit -f -r -i 127.0.0.1 -p "$port" file file="$img" 2>>"$WORK/server.log" &
+		PID[$name]=$!
+		;;
+	*)
+		echo "unknown server $name" >&2
+		exit 2
+		;;
+	esac
+	PORT[$name]=$port
+	wait_port "$port"
+}
+
+stop_server() {
+	local pid=${PID[$1]:-}
+	if [ -n "$pid" ]; then
+		kill "$pid" 2>/dev/null || true
+		for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+		kill -9 "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+		unset "PID[$1]"
+	fi
+}
+
+# cputicks NAME: the server's CPU time so far (user+system of the process and its reaped
+# children), in clock ticks.
+cputicks() {
+	if ! kill -0 "${PID[$1]}" 2>/dev/null; then
+		echo "server $1 (pid ${PID[$1]}) has died; its log:" >&2
+		tail -20 "$WORK/server.log" >&2
+		exit 1
+	fi
+	awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[12] + f[13] + f[14] + f[15] }' "/proc/${PID[$1]}/stat"
+}
+
+# pss PID: the PSS in KiB of PID and all its descendants.
+pss() {
+	python3 - "$1" <<-'EOF'
+		import os, sys
+		def kids(p):
+		    out = []
+		    try:
+		        for t in os.listdir("/proc/%d/task" % p):
+		            out += [int(c) for c in open("/proc/%d/task/%s/children" % (p, t)).read().split()]
+		    except OSError:
+		        pass
+		    return out
+		todo, total = [int(sys.argv[1])], 0
+		while todo:
+		    p = todo.pop()
+		    todo += kids(p)
+		    try:
+		        for line in open("/proc/%d/smaps_rollup" % p):
+		            if line.startswith("Pss:"):
+		                total += int(line.split()[1])
+		    except OSError:
+		        pass
+		print(total)
+	EOF
+}
+
+# sample_pss PID FILE: writes the peak PSS of PID's tree to FILE until FILE.stop exists.
+sample_pss() {
+	python3 - "$1" "$2" <<-'EOF'
+		import os, sys, time
+		root, out = int(sys.argv[1]), sys.argv[2]
+		def kids(p):
+		    res = []
+		    try:
+		        for t in os.listdir("/proc/%d/task" % p):
+		            res += [int(c) for c in open("/proc/%d/task/%s/children" % (p, t)).read().split()]
+		    except OSError:
+		        pass
+		    return res
+		def tree_pss():
+		    todo, total = [root], 0
+		    while todo:
+		        p = todo.pop()
+		        todo += kids(p)
+		        try:
+		            for line in open("/proc/%d/smaps_rollup" % p):
+		                if line.startswith("Pss:"):
+		                    total += int(line.split()[1])
+		        except OSError:
+		            pass
+		    return total
+		peak = 0
+		deadline = time.time() + 900
+		while not os.path.exists(out + ".stop") and time.time() < deadline:
+		    peak = max(peak, tree_pss())
+		    time.sleep(0.1)
+		open(out, "w").write("%d\n" % peak)
+	EOF
+}
+
+# storm NAME N ROUND: one storm of N clients against server NAME; appends a result line
+# (round 0 is the untimed one).
+storm() {
+	local name=$1 n=$2 round=$3 uri="nbd://127.0.0.1:${PORT[$1]}/bench" idle t0 t1 c0 c1 peak
+	idle=$(pss "${PID[$name]}")
+	rm -f "$WORK/peak" "$WORK/peak.stop"
+	sample_pss "${PID[$name]}" "$WORK/peak" &
+	local sampler=$!
+	c0=$(cputicks "$name")
+	t0=$(date +%s.%N)
+	# fio fails when a client cannot connect; the others' results still count, and the
+	# failed clients are reported.
+	timeout -k 10 "$STEP_TIMEOUT" fio --name=storm --ioengine=nbd --uri="$uri" --thread \
+		--numjobs="$n" --rw=randread --percentage_random="$RANDOM_PCT" --bs="$BS" \
+		--iodepth="$IODEPTH" --size="${IMAGE_MB}M" --output-format=json \
+		>"$WORK/fio.json" 2>"$WORK/err" || sort "$WORK/err" | uniq -c >&2
+	t1=$(date +%s.%N)
+	c1=$(cputicks "$name")
+	touch "$WORK/peak.stop"
+	wait "$sampler"
+	peak=$(cat "$WORK/peak")
+	python3 - "$WORK/fio.json" "$name" "$n" "$t0" "$t1" "$c0" "$c1" "$(getconf CLK_TCK)" "$idle" "$peak" "$round" "$IMAGE_MB" >>"$RESULTS" <<-'EOF'
+		import json, statistics, sys
+		path, name, n, t0, t1, c0, c1, tck, idle, peak, rnd = sys.argv[1:12]
+		text = open(path).read()
+		jobs = json.loads(text[text.index("{"):])["jobs"]
+		if len(jobs) != int(n):
+		    sys.exit("storm %s: %d jobs of %s" % (name, len(jobs), n))
+		ok = [j for j in jobs if not j["error"] and j["read"]["io_bytes"] >= int(sys.argv[12]) << 20]
+		if not ok:
+		    sys.exit("storm %s: no client completed" % name)
+		done = sorted(j["job_runtime"] / 1000 for j in ok)  # ms -> s
+		total = sum(j["read"]["io_bytes"] for j in jobs)
+		wall = float(t1) - float(t0)
+		p = lambda q: done[min(len(done) - 1, int(q * len(done)))]
+		cpu = (float(c1) - float(c0)) / float(tck) / (total / 1e9)
+		mem = max(0, int(peak) - int(idle)) / int(n)  # KiB per connection
+		print(name, n, "%.1f" % (total / wall / 1e6), "%.3f" % statistics.median(done),
+		      "%.3f" % p(0.99), "%.0f" % (int(peak) / 1024), "%.0f" % mem, "%.3f" % cpu, int(n) - len(ok), rnd)
+	EOF
+	tail -1 "$RESULTS" >&2
+}
+
+read -ra servers <<<"$SERVERS"
+for server in "${servers[@]}"; do
+	start_server "$server"
+	echo "== $server on port ${PORT[$server]}" >&2
+done
+: >"$RESULTS"
+for n in $CLIENTS; do
+	storm "${servers[0]}" "$n" 0 # untimed
+	for round in $(seq "$ROUNDS"); do
+		for i in $(seq 0 $((${#servers[@]} - 1))); do
+			storm "${servers[$(((i + round - 1) % ${#servers[@]}))]}" "$n" "$round"
+		done
+	done
+done
+
+python3 - "$RESULTS" "$IMAGE_MB" "$ROUNDS" "$IODEPTH" "$BS" "$RANDOM_PCT" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip() and l.split()[-1] != "0"]
+print("NBD boot storm: %s MiB image in /dev/shm per client, bs %s, iodepth %s, %s%% random jumps; "
+      "median [min-max] of %s interleaved rounds" % (sys.argv[2], sys.argv[5], sys.argv[4], sys.argv[6], sys.argv[3]))
+cols = ["MB/s", "p50 s", "p99 s", "peak PSS MiB", "KiB/conn", "CPU s/GB", "failed", "all done s"]
+def cell(v):
+    f = lambda x: ("%.3g" % x) if x < 1000 else "%.0f" % x
+    return "%s [%s-%s]" % (f(statistics.median(v)), f(min(v)), f(max(v)))
+by = {}
+for name, n, *vals, rnd in rows:
+    vals = [float(x) for x in vals]
+    # The storm's wall time: when the last client was done, counted from the storm's start.
+    vals.append((int(n) - vals[6]) * (int(sys.argv[2]) << 20) / (vals[0] * 1e6))
+    by.setdefault(int(n), {}).setdefault(name, {})[int(rnd)] = vals
+print("| clients | server | " + " | ".join(cols) + " |")
+print("| ---: | --- |" + " ---: |" * len(cols))
+for n, servers in sorted(by.items()):
+    for name, r in servers.items():
+        print("| %d | %s | " % (n, name) + " | ".join(cell([v[i] for v in r.values()]) for i in range(len(cols))) + " |")
+    ours = servers.get("netroot")
+    if not ours:
+        continue
+    for name, r in servers.items():
+        if name == "netroot":
+            continue
+        common = sorted(set(ours) & set(r))
+        ratios = []
+        for i in range(len(cols)):
+            rs = [ours[k][i] / r[k][i] for k in common if r[k][i] and cols[i] != "failed"]
+            ratios.append(cell(rs) + "x" if rs else "-")
+        print("| %d | netroot / %s | " % (n, name) + " | ".join(ratios) + " |")
+EOF
