@@ -4,31 +4,40 @@
 # some random jumps), against netroot's NBD server, nbd-server (one process per client) and
 # nbdkit's file plugin, all serving read-only copies of the same image held in memory (/dev/shm).
 #
-# Each client is one fio job with its own connection (fio's nbd engine, --thread, one libnbd
-# handle per job): rw=randread with percentage_random=10 (90% of the reads continue where the last
-# ended), bs=128k, iodepth=IODEPTH, the whole 256 MiB once. Every server runs for the whole
-# benchmark and the storms are interleaved: each round runs one storm per server, in an order that
-# rotates from round to round; one untimed storm goes first.
+# Each client is a fio process of its own with one nbd job and its own connection (fio's nbd
+# engine, one libnbd handle): rw=randread with percentage_random=10 (90% of the reads continue
+# where the last ended), bs=128k, iodepth=IODEPTH, the whole 256 MiB once. All N processes are
+# started first and wait on a shared lock the script holds; letting go of it is the storm's start,
+# as when N machines are powered on at once. Every server runs for the whole benchmark and the
+# storms are interleaved: each round runs one storm per server, in an order that rotates from
+# round to round; one untimed storm goes first.
 #
-# Per storm: aggregate MB/s (all clients' bytes over the storm's wall time, from fio's start to
-# the last client's end, connections included), p50 and p99 of the clients' completion times
-# (fio's job_runtime, which starts once the client is connected) of those that read the whole
-# image, when the last of them was done counted from the storm's start (connections included),
-# how many did not read it (failed to connect),
-# the server's peak memory while the storm ran (the sum of the proportional
-# set size, PSS, of the server's process and all its children, sampled every 0.1 s, minus what it
-# used idle before the storm; PSS so that nbd-server's forked children are not counted once per
-# child for the pages they share) divided by CLIENTS, and the server's CPU seconds per GB read
-# (user+system, reaped children included). The table gives the median of ROUNDS and [min-max],
-# and netroot's figure over each peer's within the same round (median and range).
+# A client's completion time is what a booting machine sees: from the storm's start until its fio
+# process has exited after its last byte (wall clock, `date` as each process exits), connecting
+# included. A client failed if fio failed (could not connect, an I/O error), read less than the
+# image, or was not done CLIENT_TIMEOUT seconds after the start (then it is killed); a failed
+# client never booted, so it counts as never done (inf) in p50/p99 and is also counted apart.
+# fio's own job_runtime (its clock starts once the client is connected) is reported beside, as
+# "fio p50/p99", over the clients that completed.
+#
+# Per storm: aggregate MB/s (all clients' bytes over the storm's wall time, from its start to
+# the last client's end), p50 and p99 of the completion times, fio's p50 and p99, the server's
+# peak memory while the storm ran (the sum of the proportional set size, PSS, of the server's
+# process and all its children, sampled every 0.1 s, minus what it used idle before the storm;
+# PSS so that nbd-server's forked children are not counted once per child for the pages they
+# share) divided by CLIENTS, the server's CPU seconds per GB read (user+system, reaped children
+# included), how many clients failed, and when the last client that completed was done. The
+# table gives the median of ROUNDS and [min-max], and netroot's figure over each peer's within
+# the same round (median and range). Per-client lines (server, clients, round, client, seconds
+# from the start, fio's job_runtime, exit status) go to $WORK/results.clients (KEEP=dir copies
+# the results there).
 #
 # The storm runs in a network namespace of its own whose loopback has SYN cookies off. nbd-server
 # listens with a backlog of 10: when 50 clients connect at once, the kernel drops the SYNs that
 # find its accept queue full and the clients try again one, three, seven seconds later (what a
 # storm of machines meets); with SYN cookies on (Debian's default) a client whose handshake
 # completed by cookie while the queue was full is never accepted and waits forever for the
-# server's greeting. Per-client completion times are fio's job_runtime, which starts once the
-# client is connected; the aggregate MB/s counts from fio's start, connections included.
+# server's greeting.
 #
 # All clients connect from 127.0.0.1, where a storm's machines have an address each, so netroot
 # runs without its limit on connections negotiating at once from one address (32 by default).
@@ -38,8 +47,9 @@
 # Environment: CLIENTS (default "50 200"), ROUNDS (default 3), IMAGE_MB (default 256),
 #              IODEPTH (default 2), BS (default 128k), RANDOM_PCT (default 10),
 #              SERVERS (default "netroot nbd-server nbdkit-file"), BACKEND (netroot's storage,
-#              default file).
-# Bounded: each storm runs under timeout(1) (STEP_TIMEOUT, default 300 s).
+#              default file), CLIENT_TIMEOUT (default 60 s), KEEP (a directory to copy the
+#              result lines into).
+# Bounded: every client runs under timeout(1) (CLIENT_TIMEOUT).
 set -euo pipefail
 
 CLIENTS=${CLIENTS:-"50 200"}
@@ -50,7 +60,7 @@ BS=${BS:-128k}
 RANDOM_PCT=${RANDOM_PCT:-10}
 SERVERS=${SERVERS:-"netroot nbd-server nbdkit-file"}
 BACKEND=${BACKEND:-file}
-STEP_TIMEOUT=${STEP_TIMEOUT:-300}
+CLIENT_TIMEOUT=${CLIENT_TIMEOUT:-60}
 
 cd "$(dirname "$0")/../.."
 for p in fio nbdkit python3; do
@@ -216,44 +226,92 @@ sample_pss() {
 }
 
 # storm NAME N ROUND: one storm of N clients against server NAME; appends a result line
-# (round 0 is the untimed one).
+# (round 0 is the untimed one) and one line per client to $RESULTS.clients.
 storm() {
-	local name=$1 n=$2 round=$3 uri="nbd://127.0.0.1:${PORT[$1]}/bench" idle t0 t1 c0 c1 peak
+	local name=$1 n=$2 round=$3 uri="nbd://127.0.0.1:${PORT[$1]}/bench" idle t0 t1 c0 c1 peak i
+	local dir=$WORK/storm gate=$WORK/gate clients=()
+	rm -rf "$dir"
+	mkdir "$dir"
+	# Every client is its own fio process with one nbd job; each waits on a shared lock on
+	# $gate, which this script holds exclusively until all of them are waiting, then lets go
+	# of it: the storm's start. A client's completion time is from that moment until its fio
+	# process has exited (its last byte read, its connection closed), connecting included.
+	exec 9>"$gate"
+	flock -x 9
+	for i in $(seq "$n"); do
+		(
+			exec 9>&- # the exclusive lock stays with the script only
+			rc=0
+			flock -s "$gate" timeout -k 5 "$CLIENT_TIMEOUT" fio --name=c$i --ioengine=nbd \
+				--uri="$uri" --thread --rw=randread --percentage_random="$RANDOM_PCT" \
+				--bs="$BS" --iodepth="$IODEPTH" --size="${IMAGE_MB}M" --output-format=json \
+				>"$dir/$i.json" 2>"$dir/$i.err" || rc=$?
+			date +%s.%N >"$dir/$i.end"
+			echo "$rc" >"$dir/$i.rc"
+		) &
+		clients+=($!)
+	done
+	# Wait (bounded) until all N clients are blocked on the lock: /proc/locks lists each
+	# waiter as a "->" line on the gate's inode.
+	local inode
+	inode=$(stat -c %i "$gate")
+	for _ in $(seq 600); do
+		[ "$(grep -c -- "-> FLOCK.*:$inode " /proc/locks || true)" -ge "$n" ] && break
+		sleep 0.05
+	done
 	idle=$(pss "${PID[$name]}")
 	rm -f "$WORK/peak" "$WORK/peak.stop"
-	sample_pss "${PID[$name]}" "$WORK/peak" &
+	sample_pss "${PID[$name]}" "$WORK/peak" 9>&- &
 	local sampler=$!
 	c0=$(cputicks "$name")
 	t0=$(date +%s.%N)
-	# fio fails when a client cannot connect; the others' results still count, and the
-	# failed clients are reported.
-	timeout -k 10 "$STEP_TIMEOUT" fio --name=storm --ioengine=nbd --uri="$uri" --thread \
-		--numjobs="$n" --rw=randread --percentage_random="$RANDOM_PCT" --bs="$BS" \
-		--iodepth="$IODEPTH" --size="${IMAGE_MB}M" --output-format=json \
-		>"$WORK/fio.json" 2>"$WORK/err" || sort "$WORK/err" | uniq -c >&2
-	t1=$(date +%s.%N)
+	exec 9>&- # the storm starts
+	wait "${clients[@]}" || true
 	c1=$(cputicks "$name")
 	touch "$WORK/peak.stop"
 	wait "$sampler"
 	peak=$(cat "$WORK/peak")
-	python3 - "$WORK/fio.json" "$name" "$n" "$t0" "$t1" "$c0" "$c1" "$(getconf CLK_TCK)" "$idle" "$peak" "$round" "$IMAGE_MB" >>"$RESULTS" <<-'EOF'
-		import json, statistics, sys
-		path, name, n, t0, t1, c0, c1, tck, idle, peak, rnd = sys.argv[1:12]
-		text = open(path).read()
-		jobs = json.loads(text[text.index("{"):])["jobs"]
-		if len(jobs) != int(n):
-		    sys.exit("storm %s: %d jobs of %s" % (name, len(jobs), n))
-		ok = [j for j in jobs if not j["error"] and j["read"]["io_bytes"] >= int(sys.argv[12]) << 20]
-		if not ok:
+	cat "$dir"/*.err | sort | uniq -c | sort -rn | head -5 >&2
+	python3 - "$dir" "$name" "$n" "$t0" "$c0" "$c1" "$(getconf CLK_TCK)" "$idle" "$peak" "$round" \
+		"$IMAGE_MB" "$RESULTS.clients" >>"$RESULTS" <<-'EOF'
+		import json, math, os, statistics, sys
+		d, name, n, t0, c0, c1, tck, idle, peak, rnd, mb, perclient = sys.argv[1:13]
+		n, t0, t1 = int(n), float(t0), 0.0
+		done, fio_rt, total = [], [], 0
+		with open(perclient, "a") as out:
+		    for i in range(1, n + 1):
+		        end = float(open(os.path.join(d, "%d.end" % i)).read())
+		        t1 = max(t1, end)  # the storm's end: its last client's, failed or not
+		        rc = int(open(os.path.join(d, "%d.rc" % i)).read())
+		        job = None
+		        try:
+		            text = open(os.path.join(d, "%d.json" % i)).read()
+		            job = json.loads(text[text.index("{"):])["jobs"][0]
+		        except (ValueError, KeyError, IndexError):
+		            pass
+		        got = job["read"]["io_bytes"] if job else 0
+		        total += got
+		        ok = rc == 0 and job is not None and not job["error"] and got >= int(mb) << 20
+		        # A client that failed (could not connect, an error, or not done within
+		        # CLIENT_TIMEOUT) never booted: it counts as infinitely late.
+		        done.append(end - t0 if ok else math.inf)
+		        if ok:
+		            fio_rt.append(job["job_runtime"] / 1000)  # ms -> s
+		        out.write("%s %d %s %d %.3f %s %d\n" % (name, n, rnd, i, end - t0,
+		                  "%.3f" % (job["job_runtime"] / 1000) if job else "-", rc))
+		done.sort()
+		fio_rt.sort()
+		failed = sum(1 for x in done if math.isinf(x))
+		if failed == n:
 		    sys.exit("storm %s: no client completed" % name)
-		done = sorted(j["job_runtime"] / 1000 for j in ok)  # ms -> s
-		total = sum(j["read"]["io_bytes"] for j in jobs)
-		wall = float(t1) - float(t0)
-		p = lambda q: done[min(len(done) - 1, int(q * len(done)))]
+		p = lambda v, q: v[min(len(v) - 1, int(q * len(v)))]
+		wall = t1 - t0
 		cpu = (float(c1) - float(c0)) / float(tck) / (total / 1e9)
-		mem = max(0, int(peak) - int(idle)) / int(n)  # KiB per connection
+		mem = max(0, int(peak) - int(idle)) / n  # KiB per connection
+		last = max(x for x in done if not math.isinf(x))
 		print(name, n, "%.1f" % (total / wall / 1e6), "%.3f" % statistics.median(done),
-		      "%.3f" % p(0.99), "%.0f" % (int(peak) / 1024), "%.0f" % mem, "%.3f" % cpu, int(n) - len(ok), rnd)
+		      "%.3f" % p(done, 0.99), "%.3f" % statistics.median(fio_rt), "%.3f" % p(fio_rt, 0.99),
+		      "%.0f" % (int(peak) / 1024), "%.0f" % mem, "%.3f" % cpu, failed, "%.3f" % last, rnd)
 	EOF
 	tail -1 "$RESULTS" >&2
 }
@@ -273,21 +331,24 @@ for n in $CLIENTS; do
 	done
 done
 
-python3 - "$RESULTS" "$IMAGE_MB" "$ROUNDS" "$IODEPTH" "$BS" "$RANDOM_PCT" <<'EOF'
-import statistics, sys
+python3 - "$RESULTS" "$IMAGE_MB" "$ROUNDS" "$IODEPTH" "$BS" "$RANDOM_PCT" "$CLIENT_TIMEOUT" <<'EOF'
+import math, statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip() and l.split()[-1] != "0"]
-print("NBD boot storm: %s MiB image in /dev/shm per client, bs %s, iodepth %s, %s%% random jumps; "
-      "median [min-max] of %s interleaved rounds" % (sys.argv[2], sys.argv[5], sys.argv[4], sys.argv[6], sys.argv[3]))
-cols = ["MB/s", "p50 s", "p99 s", "peak PSS MiB", "KiB/conn", "CPU s/GB", "failed", "all done s"]
+print("NBD boot storm: %s MiB image in /dev/shm per client, bs %s, iodepth %s, %s%% random jumps, "
+      "a client not done %s s after the start failed; median [min-max] of %s interleaved rounds"
+      % (sys.argv[2], sys.argv[5], sys.argv[4], sys.argv[6], sys.argv[7], sys.argv[3]))
+print("p50/p99 s: from the storm's start to each client's end, connecting included (failed clients "
+      "count as never done: inf); fio p50/p99 s: fio's job_runtime of the clients that completed, "
+      "which starts once connected")
+cols = ["MB/s", "p50 s", "p99 s", "fio p50 s", "fio p99 s", "peak PSS MiB", "KiB/conn", "CPU s/GB",
+        "failed", "all done s"]
+def f(x):
+    return "inf" if math.isinf(x) else ("%.3g" % x) if x < 1000 else "%.0f" % x
 def cell(v):
-    f = lambda x: ("%.3g" % x) if x < 1000 else "%.0f" % x
     return "%s [%s-%s]" % (f(statistics.median(v)), f(min(v)), f(max(v)))
 by = {}
 for name, n, *vals, rnd in rows:
-    vals = [float(x) for x in vals]
-    # The storm's wall time: when the last client was done, counted from the storm's start.
-    vals.append((int(n) - vals[6]) * (int(sys.argv[2]) << 20) / (vals[0] * 1e6))
-    by.setdefault(int(n), {}).setdefault(name, {})[int(rnd)] = vals
+    by.setdefault(int(n), {}).setdefault(name, {})[int(rnd)] = [float(x) for x in vals]
 print("| clients | server | " + " | ".join(cols) + " |")
 print("| ---: | --- |" + " ---: |" * len(cols))
 for n, servers in sorted(by.items()):
@@ -302,7 +363,12 @@ for n, servers in sorted(by.items()):
         common = sorted(set(ours) & set(r))
         ratios = []
         for i in range(len(cols)):
-            rs = [ours[k][i] / r[k][i] for k in common if r[k][i] and cols[i] != "failed"]
+            # No ratio for failed counts, nor where either side is inf (failed clients).
+            rs = [ours[k][i] / r[k][i] for k in common
+                  if r[k][i] and cols[i] != "failed" and not math.isinf(ours[k][i]) and not math.isinf(r[k][i])]
             ratios.append(cell(rs) + "x" if rs else "-")
         print("| %d | netroot / %s | " % (n, name) + " | ".join(ratios) + " |")
 EOF
+if [ -n "${KEEP:-}" ]; then
+	cp "$RESULTS" "$RESULTS.clients" "$KEEP/"
+fi
