@@ -36,6 +36,7 @@ SERVERS=${SERVERS:-"netroot nbd-server nbdkit-file qemu-nbd ceiling"}
 STEP_TIMEOUT=300
 
 cd "$(dirname "$0")/../.."
+. bench/nbd/lib.sh
 for p in nbdcopy qemu-img fio nbdkit qemu-nbd python3; do
 	command -v "$p" >/dev/null || { echo "missing $p" >&2; exit 2; }
 done
@@ -56,21 +57,6 @@ go build -o "$WORK/netroot-nbd" ./bench/nbd
 SRC=$WORK/source.img
 OUT=$WORK/out.img
 head -c "$SIZE" /dev/urandom >"$SRC"
-
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_port() {
-	for _ in $(seq 200); do
-		if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),1)" 2>/dev/null; then
-			return 0
-		fi
-		sleep 0.05
-	done
-	echo "server on port $1 did not start" >&2
-	return 1
-}
 
 start_server() { # name: starts it on a free port with its own copy of the image
 	local name=$1 port img=$WORK/$1.img
@@ -119,28 +105,6 @@ start_server() { # name: starts it on a free port with its own copy of the image
 	esac
 	PORT[$name]=$port
 	wait_port "$port"
-}
-
-stop_server() {
-	local pid=${PID[$1]:-}
-	if [ -n "$pid" ]; then
-		kill "$pid" 2>/dev/null || true
-		for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-		kill -9 "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-		unset "PID[$1]"
-	fi
-}
-
-# cputicks NAME: the server's CPU time so far (user+system of the process and its reaped
-# children; nbd-server forks one child per connection), in clock ticks.
-cputicks() {
-	if ! kill -0 "${PID[$1]}" 2>/dev/null; then
-		echo "server $1 (pid ${PID[$1]}) has died; its log:" >&2
-		tail -20 "$WORK/server.log" >&2
-		exit 1
-	fi
-	awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[12] + f[13] + f[14] + f[15] }' "/proc/${PID[$1]}/stat"
 }
 
 # seconds COMMAND...: wall time of one bounded run.
