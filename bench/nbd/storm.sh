@@ -4,8 +4,8 @@
 # some random jumps), against netroot's NBD server, nbd-server (one process per client) and
 # nbdkit's file plugin, all serving read-only copies of the same image held in memory (/dev/shm).
 #
-# Each client is a fio process of its own with one nbd job and its own connection (fio's nbd
-# engine, one libnbd handle): rw=randread with percentage_random=10 (90% of the reads continue
+# CLIENT_MODE=procs (the default): each client is a fio process of its own with one nbd job and
+# its own connection (fio's nbd engine, one libnbd handle): rw=randread with percentage_random=10 (90% of the reads continue
 # where the last ended), bs=128k, iodepth=IODEPTH, the whole 256 MiB once. All N processes are
 # started first and wait on a shared lock the script holds; letting go of it is the storm's start,
 # as when N machines are powered on at once. Every server runs for the whole benchmark and the
@@ -19,6 +19,16 @@
 # client never booted, so it counts as never done (inf) in p50/p99 and is also counted apart.
 # fio's own job_runtime (its clock starts once the client is connected) is reported beside, as
 # "fio p50/p99", over the clients that completed.
+#
+# CLIENT_MODE=jobs: one fio process runs the N clients as N nbd jobs (threads; the same job, one
+# connection each), so the clients cost the 2 shared cores far less than N processes do (a client
+# per process makes the aggregate client-bound). The storm's start is the script's clock just
+# before it launches fio (fio's start-up counts against every server alike) and a client's
+# completion time runs from there to its last I/O: the last timestamp of its per-I/O latency log
+# (write_lat_log, log_unix_epoch=1: Unix epoch ms). A client failed if its log is missing or
+# holds less than the image, fio failed or reported an error for the job, or its last I/O came
+# after CLIENT_TIMEOUT (fio is killed then). The logs are written to $WORK and deleted once read
+# (KEEP=dir copies them to dir/logs/). The storm's end is its last client's last I/O.
 #
 # Per storm: aggregate MB/s (all clients' bytes over the storm's wall time, from its start to
 # the last client's end), p50 and p99 of the completion times, fio's p50 and p99, the server's
@@ -44,7 +54,7 @@
 #
 # Usage: bench/nbd/storm.sh   (from the repository root, as root: unshare -n, sysctl; needs
 #                              .ci/packages/nbd.txt, iproute2, util-linux)
-# Environment: CLIENTS (default "50 200"), ROUNDS (default 3), IMAGE_MB (default 256),
+# Environment: CLIENT_MODE (procs or jobs, default procs), CLIENTS (default "50 200"), ROUNDS (default 3), IMAGE_MB (default 256),
 #              IODEPTH (default 2), BS (default 128k), RANDOM_PCT (default 10),
 #              SERVERS (default "netroot nbd-server nbdkit-file"), BACKEND (netroot's storage,
 #              default file), CLIENT_TIMEOUT (default 60 s), KEEP (a directory to copy the
@@ -61,6 +71,11 @@ RANDOM_PCT=${RANDOM_PCT:-10}
 SERVERS=${SERVERS:-"netroot nbd-server nbdkit-file"}
 BACKEND=${BACKEND:-file}
 CLIENT_TIMEOUT=${CLIENT_TIMEOUT:-60}
+CLIENT_MODE=${CLIENT_MODE:-procs}
+case $CLIENT_MODE in
+procs | jobs) ;;
+*) echo "CLIENT_MODE must be procs or jobs, not $CLIENT_MODE" >&2; exit 2 ;;
+esac
 
 cd "$(dirname "$0")/../.."
 . bench/nbd/lib.sh
@@ -196,41 +211,99 @@ storm() {
 	local dir=$WORK/storm gate=$WORK/gate clients=()
 	rm -rf "$dir"
 	mkdir "$dir"
-	# Every client is its own fio process with one nbd job; each waits on a shared lock on
-	# $gate, which this script holds exclusively until all of them are waiting, then lets go
-	# of it: the storm's start. A client's completion time is from that moment until its fio
-	# process has exited (its last byte read, its connection closed), connecting included.
-	exec 9>"$gate"
-	flock -x 9
-	for i in $(seq "$n"); do
-		(
-			exec 9>&- # the exclusive lock stays with the script only
-			rc=0
-			flock -s "$gate" timeout -k 5 "$CLIENT_TIMEOUT" fio --name=c$i --ioengine=nbd \
-				--uri="$uri" --thread --rw=randread --percentage_random="$RANDOM_PCT" \
-				--bs="$BS" --iodepth="$IODEPTH" --size="${IMAGE_MB}M" --output-format=json \
-				>"$dir/$i.json" 2>"$dir/$i.err" || rc=$?
-			date +%s.%N >"$dir/$i.end"
-			echo "$rc" >"$dir/$i.rc"
-		) &
-		clients+=($!)
-	done
-	# Wait (bounded) until all N clients are blocked on the lock: /proc/locks lists each
-	# waiter as a "->" line on the gate's inode.
-	local inode
-	inode=$(stat -c %i "$gate")
-	for _ in $(seq 600); do
-		[ "$(grep -c -- "-> FLOCK.*:$inode " /proc/locks || true)" -ge "$n" ] && break
-		sleep 0.05
-	done
-	idle=$(pss "${PID[$name]}")
-	rm -f "$WORK/peak" "$WORK/peak.stop"
-	sample_pss "${PID[$name]}" "$WORK/peak" 9>&- &
-	local sampler=$!
-	c0=$(cputicks "$name")
-	t0=$(date +%s.%N)
-	exec 9>&- # the storm starts
-	wait "${clients[@]}" || true
+	if [ "$CLIENT_MODE" = jobs ]; then
+		# One fio process runs the N clients as N nbd jobs (threads), each with its own
+		# connection. The storm's start is the script's clock just before it launches fio (fio's
+		# own start-up counts against every server alike); a client's completion time runs from
+		# there to its last I/O, the last timestamp of its per-I/O latency log (Unix epoch ms).
+		idle=$(pss "${PID[$name]}")
+		rm -f "$WORK/peak" "$WORK/peak.stop"
+		sample_pss "${PID[$name]}" "$WORK/peak" 9>&- &
+		local sampler=$! rc=0 jobs=()
+		for i in $(seq "$n"); do jobs+=("--name=c$i"); done
+		c0=$(cputicks "$name")
+		t0=$(date +%s.%N)
+		timeout -k 5 "$CLIENT_TIMEOUT" fio --ioengine=nbd --uri="$uri" --thread --rw=randread \
+			--percentage_random="$RANDOM_PCT" --bs="$BS" --iodepth="$IODEPTH" --size="${IMAGE_MB}M" \
+			--write_lat_log="$dir/c" --log_unix_epoch=1 --output-format=json "${jobs[@]}" \
+			>"$dir/fio.json" 2>"$dir/fio.err" || rc=$?
+		t1=$(date +%s.%N)
+		# Split fio's report into the per-client files the procs mode writes: N.json (the job),
+		# N.end (its last I/O, or fio's exit if it has no log), N.rc (fio's status, or 1 when
+		# the log is missing or holds less than the image, 124 when its last I/O came after
+		# CLIENT_TIMEOUT).
+		python3 - "$dir" "$n" "$rc" "$t0" "$t1" "$IMAGE_MB" "$CLIENT_TIMEOUT" <<-'EOF'
+			import json, os, sys
+			d, n, rc, t0, t1, mb, limit = sys.argv[1:8]
+			n, rc, t0, t1, limit = int(n), int(rc), float(t0), float(t1), float(limit)
+			jobs = {}
+			try:
+			    text = open(os.path.join(d, "fio.json")).read()
+			    for job in json.loads(text[text.index("{"):])["jobs"]:
+			        jobs[job["jobname"]] = job
+			except (ValueError, KeyError):
+			    pass
+			for i in range(1, n + 1):
+			    last, got, crc = 0.0, 0, rc
+			    try:
+			        for line in open(os.path.join(d, "c_lat.%d.log" % i)):
+			            f = line.split(",")  # ms since the epoch, ns, direction, bytes, prio
+			            last = max(last, int(f[0]) / 1000)
+			            got += int(f[3])
+			    except (OSError, ValueError, IndexError):
+			        pass
+			    end = last if got else t1
+			    if got < int(mb) << 20:
+			        crc = crc or 1
+			    elif end - t0 > limit:
+			        crc = crc or 124
+			    open(os.path.join(d, "%d.end" % i), "w").write("%.3f\n" % end)
+			    open(os.path.join(d, "%d.rc" % i), "w").write("%d\n" % crc)
+			    job = jobs.get("c%d" % i)
+			    open(os.path.join(d, "%d.json" % i), "w").write(json.dumps({"jobs": [job]} if job else {}))
+		EOF
+		if [ -n "${KEEP:-}" ]; then
+			mkdir -p "$KEEP/logs/$name-$n-$round"
+			cp "$dir"/c_lat.*.log "$dir/fio.json" "$KEEP/logs/$name-$n-$round/" 2>/dev/null || true
+		fi
+		rm -f "$dir"/c_*.log
+	else
+		# Every client is its own fio process with one nbd job; each waits on a shared lock on
+		# $gate, which this script holds exclusively until all of them are waiting, then lets go
+		# of it: the storm's start. A client's completion time is from that moment until its fio
+		# process has exited (its last byte read, its connection closed), connecting included.
+		exec 9>"$gate"
+		flock -x 9
+		for i in $(seq "$n"); do
+			(
+				exec 9>&- # the exclusive lock stays with the script only
+				rc=0
+				flock -s "$gate" timeout -k 5 "$CLIENT_TIMEOUT" fio --name=c$i --ioengine=nbd \
+					--uri="$uri" --thread --rw=randread --percentage_random="$RANDOM_PCT" \
+					--bs="$BS" --iodepth="$IODEPTH" --size="${IMAGE_MB}M" --output-format=json \
+					>"$dir/$i.json" 2>"$dir/$i.err" || rc=$?
+				date +%s.%N >"$dir/$i.end"
+				echo "$rc" >"$dir/$i.rc"
+			) &
+			clients+=($!)
+		done
+		# Wait (bounded) until all N clients are blocked on the lock: /proc/locks lists each
+		# waiter as a "->" line on the gate's inode.
+		local inode
+		inode=$(stat -c %i "$gate")
+		for _ in $(seq 600); do
+			[ "$(grep -c -- "-> FLOCK.*:$inode " /proc/locks || true)" -ge "$n" ] && break
+			sleep 0.05
+		done
+		idle=$(pss "${PID[$name]}")
+		rm -f "$WORK/peak" "$WORK/peak.stop"
+		sample_pss "${PID[$name]}" "$WORK/peak" 9>&- &
+		local sampler=$!
+		c0=$(cputicks "$name")
+		t0=$(date +%s.%N)
+		exec 9>&- # the storm starts
+		wait "${clients[@]}" || true
+	fi
 	c1=$(cputicks "$name")
 	touch "$WORK/peak.stop"
 	wait "$sampler"
@@ -295,15 +368,15 @@ for n in $CLIENTS; do
 	done
 done
 
-python3 - "$RESULTS" "$IMAGE_MB" "$ROUNDS" "$IODEPTH" "$BS" "$RANDOM_PCT" "$CLIENT_TIMEOUT" <<'EOF'
+python3 - "$RESULTS" "$IMAGE_MB" "$ROUNDS" "$IODEPTH" "$BS" "$RANDOM_PCT" "$CLIENT_TIMEOUT" "$CLIENT_MODE" <<'EOF'
 import math, statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip() and l.split()[-1] != "0"]
-print("NBD boot storm: %s MiB image in /dev/shm per client, bs %s, iodepth %s, %s%% random jumps, "
-      "a client not done %s s after the start failed; median [min-max] of %s interleaved rounds"
-      % (sys.argv[2], sys.argv[5], sys.argv[4], sys.argv[6], sys.argv[7], sys.argv[3]))
-print("p50/p99 s: from the storm's start to each client's end, connecting included (failed clients "
+print("NBD boot storm (CLIENT_MODE=%s): %s MiB image in /dev/shm per client, bs %s, iodepth %s, "
+      "%s%% random jumps, a client not done %s s after the start failed; median [min-max] of %s "
+      "interleaved rounds" % (sys.argv[8], sys.argv[2], sys.argv[5], sys.argv[4], sys.argv[6], sys.argv[7], sys.argv[3]))
+print("p50/p99 s: from the storm's start to each client's %s, connecting included (failed clients "
       "count as never done: inf); fio p50/p99 s: fio's job_runtime of the clients that completed, "
-      "which starts once connected")
+      "which starts once connected" % ("last I/O" if sys.argv[8] == "jobs" else "fio's exit"))
 cols = ["MB/s", "p50 s", "p99 s", "fio p50 s", "fio p99 s", "peak PSS MiB", "KiB/conn", "CPU s/GB",
         "failed", "all done s"]
 def f(x):
