@@ -257,14 +257,14 @@ storm() {
 			        crc = crc or 1
 			    elif end - t0 > limit:
 			        crc = crc or 124
-			    open(os.path.join(d, "%d.end" % i), "w").write("%.3f\n" % end)
-			    open(os.path.join(d, "%d.rc" % i), "w").write("%d\n" % crc)
 			    job = jobs.get("c%d" % i)
 			    if job is None and got >= int(mb) << 20 and end - t0 <= limit:
 			        # fio was killed (other clients were still not done at CLIENT_TIMEOUT) before
 			        # its report: this client's complete log, written when its job ended, stands
 			        # for it (no job_runtime).
 			        job, crc = {"read": {"io_bytes": got}, "error": 0}, 0
+			    open(os.path.join(d, "%d.end" % i), "w").write("%.3f\n" % end)
+			    open(os.path.join(d, "%d.rc" % i), "w").write("%d\n" % crc)
 			    open(os.path.join(d, "%d.json" % i), "w").write(json.dumps({"jobs": [job]} if job else {}))
 		EOF
 		if [ -n "${KEEP:-}" ]; then
