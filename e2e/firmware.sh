@@ -66,15 +66,9 @@ OVMF_CODE_NOSB=/usr/share/OVMF/OVMF_CODE_4M.fd
 OVMF_VARS_NOSB=/usr/share/OVMF/OVMF_VARS_4M.fd
 
 log() { printf 'e2e-firmware: %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
+. "$HERE/lib.sh"
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (network namespace, tap device, ports 67 and 69)"
-need() { # need PROGRAM PACKAGE
-	command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]] || die "$1 not found (Debian package $2)"
-}
 need qemu-system-x86_64 qemu-system-x86
 need dnsmasq dnsmasq-base
 need mksquashfs squashfs-tools
@@ -222,24 +216,7 @@ log "building examples/netroot"
 n=0
 results=()
 declare -A ktimes
-in_ns() { ip netns exec "$NS" "$@"; }
-wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
-	local limit=$1 what=$2 i
-	shift 2
-	for ((i = 0; i < limit * 10; i++)); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	log "timed out after ${limit}s waiting for $what"
-	return 1
-}
 listening() { [[ -n $(in_ns ss -Hln --"$1" "sport = :$2") ]]; }
-start() { # start LOGNAME COMMAND...
-	local name=$1
-	shift
-	ip netns exec "$NS" "$@" >"$bdir/$name.log" 2>&1 &
-	PIDS+=($!)
-}
 
 check_guest() { # check_guest BOOT
 	local boot=$1 out=$bdir/guest-output.txt

@@ -48,17 +48,10 @@ STORE_URL=s3://netroot-e2e/site
 APPEND_BASE="console=ttyS0 rd.shell=0 rd.emergency=poweroff"
 
 log() { printf 'replica: %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
+. "$HERE/lib.sh"
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (network namespace, tap device)"
 export PATH="$PATH:/usr/sbin:/sbin"
-need() { # need PROGRAM PACKAGE
-	command -v "$1" >/dev/null 2>&1 ||
-		die "$1 not found (Debian package $2; see .ci/packages/e2e.txt and store.txt)"
-}
 need qemu-system-x86_64 qemu-system-x86
 need dnsmasq dnsmasq-base
 need mksquashfs squashfs-tools
@@ -115,14 +108,7 @@ stop_all() {
 	fi
 }
 
-# Namespaces of earlier runs that were killed outright.
-for old in $(ip netns list 2>/dev/null | awk '$1 ~ /^netroot-rep-[0-9]+$/ { print $1 }'); do
-	pid=${old#netroot-rep-}
-	if ! kill -0 "$pid" 2>/dev/null; then
-		for p in $(ip netns pids "$old" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
-		ip netns del "$old" 2>/dev/null || true
-	fi
-done
+sweep_namespaces netroot-rep-
 
 finish() {
 	local rc=$?
@@ -220,7 +206,6 @@ log "building examples/netroot"
 
 NS=netroot-rep-$$
 TAP=nrrep0
-in_ns() { ip netns exec "$NS" "$@"; }
 ip netns add "$NS"
 in_ns ip link set lo up
 in_ns ip tuntap add dev "$TAP" mode tap
@@ -245,13 +230,6 @@ log "pushed in $((SECONDS - t)) s: $(tr '\n' ';' <"$RUN/push.log")"
 grep -q "^tag $IMAGE_NAME.x86_64 -> $BUILD\$" "$RUN/push.log" || die "the push moved no tag to $BUILD"
 # No local copy of the image from here on.
 rm -rf "$kis" "$tree"
-
-start() { # start LOGNAME COMMAND...
-	local name=$1
-	shift
-	ip netns exec "$NS" "$@" >"$RUN/$name.log" 2>&1 &
-	PIDS+=($!)
-}
 
 # wait_log SECONDS FILE REGEX: wait until FILE has a line matching REGEX (extended).
 wait_log() {

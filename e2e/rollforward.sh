@@ -42,16 +42,9 @@ V2=1.1.0
 APPEND_BASE="console=ttyS0 rd.shell=0 rd.emergency=poweroff"
 
 log() { printf 'rollforward: %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
+. "$HERE/lib.sh"
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (network namespace, tap device)"
-need() { # need PROGRAM PACKAGE
-	command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]] ||
-		die "$1 not found (Debian package $2; see .ci/packages/e2e.txt)"
-}
 need qemu-system-x86_64 qemu-system-x86
 need dnsmasq dnsmasq-base
 need mksquashfs squashfs-tools
@@ -93,14 +86,7 @@ stop_all() {
 	fi
 }
 
-# Namespaces of earlier runs that were killed outright.
-for old in $(ip netns list 2>/dev/null | awk '$1 ~ /^netroot-rf-[0-9]+$/ { print $1 }'); do
-	pid=${old#netroot-rf-}
-	if ! kill -0 "$pid" 2>/dev/null; then
-		for p in $(ip netns pids "$old" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
-		ip netns del "$old" 2>/dev/null || true
-	fi
-done
+sweep_namespaces netroot-rf-
 
 finish() {
 	local rc=$?
@@ -204,19 +190,11 @@ fi
 
 NS=netroot-rf-$$
 TAP=nrrf0
-in_ns() { ip netns exec "$NS" "$@"; }
 ip netns add "$NS"
 in_ns ip link set lo up
 in_ns ip tuntap add dev "$TAP" mode tap
 in_ns ip addr add "$SERVER_IP/24" dev "$TAP"
 in_ns ip link set "$TAP" up
-
-start() { # start LOGNAME COMMAND...
-	local name=$1
-	shift
-	ip netns exec "$NS" "$@" >"$RUN/$name.log" 2>&1 &
-	PIDS+=($!)
-}
 
 # wait_log SECONDS FILE REGEX: wait until FILE has a line matching REGEX (extended).
 wait_log() {

@@ -47,20 +47,13 @@ IMAGE_VERSION=1.0.0
 APPEND_BASE="console=ttyS0 rd.shell=0 rd.emergency=poweroff"
 
 log() { printf 'e2e: %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
+. "$HERE/lib.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Preconditions
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (network namespace, tap device, AoE raw sockets)"
 
-need() { # need PROGRAM PACKAGE
-	command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]] ||
-		die "$1 not found (Debian package $2; see .ci/packages/e2e.txt)"
-}
 need qemu-system-x86_64 qemu-system-x86
 need dnsmasq dnsmasq-base
 need mksquashfs squashfs-tools
@@ -138,15 +131,6 @@ stop_pids() {
 	PIDS=()
 }
 
-# kill_ns_pids NAME: kill what still runs in our namespace NAME (children the servers forked,
-# such as nbd-server's per-connection processes).
-kill_ns_pids() {
-	local p
-	for p in $(ip netns pids "$1" 2>/dev/null); do
-		kill -KILL "$p" 2>/dev/null || true
-	done
-}
-
 stop_boot() {
 	stop_pids
 	if [[ -n $NS ]]; then
@@ -156,17 +140,7 @@ stop_boot() {
 	fi
 }
 
-# Namespaces left by an earlier run of this script that was killed outright (SIGKILL skips the
-# trap): their names carry that run's PID, which no longer exists.
-for old in $(ip netns list 2>/dev/null | awk '$1 ~ /^netroot-e2e-[0-9]+-[0-9]+$/ { print $1 }'); do
-	pid=${old#netroot-e2e-}
-	pid=${pid%-*}
-	if ! kill -0 "$pid" 2>/dev/null; then
-		log "removing namespace $old left by an earlier run"
-		kill_ns_pids "$old"
-		ip netns del "$old" 2>/dev/null || true
-	fi
-done
+sweep_namespaces netroot-e2e-
 
 finish() {
 	local rc=$?
@@ -255,20 +229,6 @@ results=()
 declare -A times
 ROW='%-10s %-7s %-5s %9s %9s %10s %10s %11s %10s %10s'
 
-in_ns() { ip netns exec "$NS" "$@"; }
-
-# wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND until it succeeds.
-wait_for() {
-	local limit=$1 what=$2 i
-	shift 2
-	for ((i = 0; i < limit * 10; i++)); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	log "timed out after ${limit}s waiting for $what"
-	return 1
-}
-
 listening() { # listening tcp|udp PORT
 	[[ -n $(in_ns ss -Hln --"$1" "sport = :$2") ]]
 }
@@ -307,13 +267,6 @@ setup_net() { # setup_net TAP
 			}
 		EOF
 	fi
-}
-
-start() { # start LOGNAME COMMAND...: run COMMAND in the namespace in the background
-	local name=$1
-	shift
-	ip netns exec "$NS" "$@" >"$bdir/$name.log" 2>&1 &
-	PIDS+=($!)
 }
 
 alive() { # fail when a started server already died
