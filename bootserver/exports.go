@@ -99,10 +99,12 @@ func (t *exportTable) ListExports(context.Context) ([]*nbd.Export, error) {
 // OnDetach), so that an old build is kept while any client uses it.
 type connTracker struct {
 	s        *Server
-	refusals logLimit
+	refusals RefusalLogger
 }
 
-func newConnTracker(s *Server) *connTracker { return &connTracker{s: s} }
+func newConnTracker(s *Server) *connTracker {
+	return &connTracker{s: s, refusals: RefusalLogger{Logger: s.log(), Exports: s.exports}}
+}
 
 // attached is the NBD server's OnAttach.
 func (t *connTracker) attached(e *nbd.Export, remote net.Addr) {
@@ -143,13 +145,6 @@ func (t *connTracker) detached(d nbd.Detach) {
 func buildOfExport(e *nbd.Export) BuildID {
 	id, _ := ParseBuildID(e.Name)
 	return id
-}
-
-func addrString(a net.Addr) string {
-	if a == nil {
-		return ""
-	}
-	return a.String()
 }
 
 func addrHost(a net.Addr) string {

@@ -705,7 +705,7 @@ type aoeRunner struct {
 	target *aoe.Target
 	devs   []BuildID
 	// discovered bounds the discovery log lines: the initiator's MAC is whatever a frame says.
-	discovered logLimit
+	discovered LogLimit
 }
 
 func (a *aoeRunner) restart() error {
@@ -735,7 +735,7 @@ func (a *aoeRunner) restart() error {
 			s.mu.Lock()
 			id := s.aoeSlots[d.Slot]
 			s.mu.Unlock()
-			ok, held := a.discovered.allow(time.Now())
+			ok, held := a.discovered.Allow(time.Now())
 			if held > 0 {
 				s.log().Info("aoe initiator discoveries not logged one by one", "count", held)
 			}

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/netroot/netroot/nbd"
@@ -36,39 +34,6 @@ func logNBDAttach(e *env) func(*nbd.Export, net.Addr) {
 	}
 }
 
-// logNBDRefused is the nbd command's OnRefuse: a WARN line naming the client, the export it
-// asked for and the exports there are (as serve logs them), at most ten a second.
-func logNBDRefused(e *env, exports nbd.ExportLookup) func(nbd.Refusal) {
-	var lim lineLimit
-	return func(r nbd.Refusal) {
-		ok, suppressed := lim.allow(time.Now())
-		if suppressed > 0 {
-			e.log.Warn("nbd clients refused (not logged one by one)", "count", suppressed)
-		}
-		if !ok {
-			return
-		}
-		args := []any{"client", r.Remote.String(), "reason", r.Reason.String()}
-		if r.Reason != nbd.RefusedServerFull && r.Reason != nbd.RefusedHandshakeLimit {
-			export := r.Export
-			if export == "" {
-				export = "(default)"
-			}
-			var names []string
-			if xs, err := exports.ListExports(context.Background()); err == nil {
-				for _, x := range xs {
-					names = append(names, x.Name)
-				}
-			}
-			args = append(args, "export", export, "exports", names)
-		}
-		if r.Detail != "" {
-			args = append(args, "detail", r.Detail)
-		}
-		e.log.Warn("nbd client refused", args...)
-	}
-}
-
 // logNBDDetach is the nbd command's OnDetach: what the client read and wrote, and for how long.
 func logNBDDetach(e *env) func(nbd.Detach) {
 	return func(d nbd.Detach) {
@@ -81,26 +46,3 @@ func logNBDDetach(e *env) func(nbd.Detach) {
 	}
 }
 
-// lineLimit lets ten lines a second through; past that it counts them, so a flood of forged
-// clients cannot flood the log.
-type lineLimit struct {
-	mu         sync.Mutex
-	second     time.Time
-	logged     int
-	suppressed int
-}
-
-func (l *lineLimit) allow(now time.Time) (ok bool, suppressed int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if sec := now.Truncate(time.Second); !sec.Equal(l.second) {
-		suppressed, l.suppressed = l.suppressed, 0
-		l.second, l.logged = sec, 0
-	}
-	if l.logged >= 10 {
-		l.suppressed++
-		return false, suppressed
-	}
-	l.logged++
-	return true, suppressed
-}

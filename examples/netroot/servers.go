@@ -199,7 +199,7 @@ func runNBD(ctx context.Context, e *env, args []string) error {
 		}
 		defer closeDevices()
 		srv.Logger, srv.OnAttach = e.protoLog("nbd"), onAttach
-		srv.OnRefuse, srv.OnDetach = logNBDRefused(e, srv.Exports), logNBDDetach(e)
+		srv.OnRefuse, srv.OnDetach = (&bootserver.RefusalLogger{Logger: e.log, Exports: srv.Exports}).Log, logNBDDetach(e)
 		return serveNBD(ctx, e, srv, cf.Generic.Addrs(), *addr, *metrics, *shutdown, dropPriv)
 	}
 	dropPriv, err := priv.dropper(e, map[string]string{"-cow-dir": *cowDir})
@@ -226,7 +226,7 @@ func runNBD(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	srv := &nbd.Server{Exports: set, Logger: e.protoLog("nbd"), OnAttach: onAttach,
-		OnRefuse: logNBDRefused(e, set), OnDetach: logNBDDetach(e)}
+		OnRefuse: (&bootserver.RefusalLogger{Logger: e.log, Exports: set}).Log, OnDetach: logNBDDetach(e)}
 	return serveNBD(ctx, e, srv, []string{fmt.Sprintf(":%d", nbd.DefaultPort)}, *addr, *metrics, *shutdown, dropPriv)
 }
 
