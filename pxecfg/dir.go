@@ -45,6 +45,19 @@ type DirOptions struct {
 	Mode fs.FileMode
 }
 
+// defaultPaths fills in the config paths and the file mode left empty.
+func (o *DirOptions) defaultPaths() {
+	if o.GRUBConfig == "" {
+		o.GRUBConfig = DefaultGRUBConfig
+	}
+	if o.IPXEScript == "" {
+		o.IPXEScript = DefaultIPXEScript
+	}
+	if o.Mode == 0 {
+		o.Mode = 0o644
+	}
+}
+
 // WriteDir writes the boot configurations for c under root, the TFTP root (or the directory
 // of pxelinux.0 when it is not at the root), and returns the paths written, relative to root.
 // Every file is rendered and validated before any is written, and each is written to a
@@ -64,15 +77,7 @@ func WriteDir(root string, c *Config, opts *DirOptions) ([]string, error) {
 	if len(o.Clients) > 0 && o.Formats != FormatPXELinux {
 		return nil, fmt.Errorf("pxecfg: per-client files are pxelinux only, but formats %#x were asked for", o.Formats)
 	}
-	if o.GRUBConfig == "" {
-		o.GRUBConfig = DefaultGRUBConfig
-	}
-	if o.IPXEScript == "" {
-		o.IPXEScript = DefaultIPXEScript
-	}
-	if o.Mode == 0 {
-		o.Mode = 0o644
-	}
+	o.defaultPaths()
 	type file struct {
 		name string
 		data []byte

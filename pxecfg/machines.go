@@ -93,15 +93,7 @@ func WriteMachineDir(root string, def *Config, machines []Machine, opts *DirOpti
 	if opts != nil {
 		o = *opts
 	}
-	if o.GRUBConfig == "" {
-		o.GRUBConfig = DefaultGRUBConfig
-	}
-	if o.IPXEScript == "" {
-		o.IPXEScript = DefaultIPXEScript
-	}
-	if o.Mode == 0 {
-		o.Mode = 0o644
-	}
+	o.defaultPaths()
 	type file struct {
 		name string
 		data []byte
