@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -38,10 +39,11 @@ func TestReplicasFollowHealth(t *testing.T) {
 	pushBuild(t, st, "leap", "1.0.0", 1, nil)
 	const id = "leap.x86_64-1.0.0"
 
-	ln, err := net.Listen("tcp", "127.0.0.11:0")
-	if err != nil {
-		t.Skipf("127.0.0.11 is not a local address here: %v", err)
+	if runtime.GOOS != "linux" {
+		t.Skip("needs 127.0.0.11-13 on the loopback device, which only Linux gives without setup")
 	}
+	ln, err := net.Listen("tcp", "127.0.0.11:0")
+	require.NoError(t, err) // Linux routes all of 127.0.0.0/8 to lo
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	addrs := []string{"127.0.0.11", "127.0.0.12", "127.0.0.13"}
