@@ -45,4 +45,3 @@ func logNBDDetach(e *env) func(nbd.Detach) {
 		e.log.Info("nbd client detached", args...)
 	}
 }
-
